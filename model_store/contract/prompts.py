@@ -10,6 +10,11 @@ title) is rendered first by `render_user_prefix`; the per-candidate rest comes f
 after tokenisation, a long shared token prefix: the main serving-speed lever (vLLM prefix caching, and the
 in-process scorer's shared key/value cache).
 
+Two layouts exist. `layout="paper"` is the papers' wording, where the question words follow the target
+title. `layout="serving"` (ours) moves every candidate-independent word before the candidate, so that each
+candidate adds only its title, its code and the answer cue (about 24 SmolLM2 tokens with hex codes, against
+about 61 for the papers' wording with bit strings): the cost that grows with the number of candidates.
+
 The papers' prompt files contain a literal backslash-n ("\\n", two characters) before "#Answer:", an
 artefact of how they were read. `answer_break="newline"` (the default) uses a real newline, which every
 tokenizer we use encodes as one clean token; `answer_break="literal"` reproduces the files byte for byte.
@@ -28,6 +33,7 @@ from model_store.contract.bincode import DEFAULT_BITS, CodeMode, render_code
 
 Domain = Literal["movie", "book"]
 AnswerBreak = Literal["newline", "literal"]
+Layout = Literal["paper", "serving"]
 
 MAX_HISTORY_TITLES = 10
 ANSWER_CUE = "#Answer:"
@@ -45,6 +51,11 @@ class PromptStyle(BaseModel):
     bits: int = Field(default=DEFAULT_BITS, ge=8, le=64, description="Width of every code.")
     answer_break: AnswerBreak = Field(
         default="newline", description="Real newline before '#Answer:', or the papers' literal backslash-n."
+    )
+    layout: Layout = Field(
+        default="paper",
+        description="'paper': the papers' wording; 'serving': candidate-independent words first, "
+        "so each candidate adds only title, code and answer cue.",
     )
 
     @property
@@ -82,14 +93,21 @@ def uses_codes(user: UserContext, item: CandidateItem) -> bool:
     return user.code is not None and item.code is not None
 
 
+def _question_tail(style: PromptStyle) -> str:
+    return f'? Answer with "Yes" or "No". {style.break_text}{ANSWER_CUE}'
+
+
 def render_user_prefix(user: UserContext, style: PromptStyle, *, with_codes: bool) -> str:
     """The user-only part of the prompt, identical for every candidate of this user and wording."""
     plural = _PLURAL[style.domain]
     history = format_history(user.history_titles)
     head = f"#Question: A user has given high ratings to the following {plural}: {history}. "
+    if with_codes and user.code is None:
+        raise ValueError("with_codes=True needs a user code")
+    if style.layout == "serving":
+        return head + _serving_question(user, style, with_codes=with_codes)
     if with_codes:
-        if user.code is None:
-            raise ValueError("with_codes=True needs a user code")
+        assert user.code is not None
         user_code = render_code(user.code, style.bits, style.code_mode)
         return (
             head + "Additionally, we have information about the user's preferences encoded in the feature "
@@ -101,15 +119,32 @@ def render_user_prefix(user: UserContext, style: PromptStyle, *, with_codes: boo
     )
 
 
+def _serving_question(user: UserContext, style: PromptStyle, *, with_codes: bool) -> str:
+    """The serving layout's question words: everything but the candidate, ending with a real newline."""
+    ask = 'Answer with "Yes" or "No".\n'
+    if with_codes:
+        assert user.code is not None
+        user_code = render_code(user.code, style.bits, style.code_mode)
+        return (
+            f"The user's preferences are encoded in the feature {user_code}. Using all available information, "
+            f"predict whether the user would enjoy the {style.domain} below, given with its feature. {ask}"
+        )
+    return f"Leverage the information to predict whether the user would enjoy the {style.domain} below. {ask}"
+
+
 def render_candidate_suffix(item: CandidateItem, style: PromptStyle, *, with_codes: bool) -> str:
     """The per-candidate rest of the prompt, ending with the answer cue."""
-    tail = f'? Answer with "Yes" or "No". {style.break_text}{ANSWER_CUE}'
+    if with_codes and item.code is None:
+        raise ValueError("with_codes=True needs an item code")
+    item_code = (
+        render_code(item.code, style.bits, style.code_mode) if with_codes and item.code is not None else ""
+    )
+    if style.layout == "serving":
+        feature = f" {item_code}" if with_codes else ""
+        return f'"{item.title}"{feature}{style.break_text}{ANSWER_CUE}'
     if with_codes:
-        if item.code is None:
-            raise ValueError("with_codes=True needs an item code")
-        item_code = render_code(item.code, style.bits, style.code_mode)
-        return f'"{item.title}" with the feature {item_code}{tail}'
-    return f'"{item.title}"{tail}'
+        return f'"{item.title}" with the feature {item_code}{_question_tail(style)}'
+    return f'"{item.title}"{_question_tail(style)}'
 
 
 def render_prompt(

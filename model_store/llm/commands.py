@@ -65,43 +65,50 @@ def tune_command(
         Path | None, typer.Option("--codes", help="Codes directory (needed by stage 2).")
     ] = None,
     stages: Annotated[
-        str, typer.Option("--stages", help="'1,2' both stages, '1' text only, '2' codes only.")
-    ] = "1,2",
-    epochs: Annotated[
-        int, typer.Option("--epochs", help="Epochs per stage (early stopping may end sooner).")
-    ] = 1,
-    lr: Annotated[float, typer.Option("--lr", help="Peak learning rate per stage.")] = 3e-4,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Prompts per micro-batch.")] = 16,
-    grad_accum: Annotated[int, typer.Option("--grad-accum", help="Micro-batches per optimizer step.")] = 1,
-    eval_batch_size: Annotated[int, typer.Option("--eval-batch-size")] = 64,
+        str | None, typer.Option("--stages", help="'1,2' both stages, '1' text only, '2' codes only.")
+    ] = None,
+    epochs: Annotated[int | None, typer.Option("--epochs", help="Epochs per stage (early stopping).")] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help="Peak learning rate per stage.")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Prompts per micro-batch.")] = None,
+    grad_accum: Annotated[int | None, typer.Option("--grad-accum", help="Micro-batches per step.")] = None,
+    eval_batch_size: Annotated[int | None, typer.Option("--eval-batch-size")] = None,
     eval_every: Annotated[
-        int, typer.Option("--eval-every", help="Validate every N optimizer steps; 0 = per epoch.")
-    ] = 0,
+        int | None, typer.Option("--eval-every", help="Validate every N optimizer steps; 0 = per epoch.")
+    ] = None,
     patience: Annotated[
-        int, typer.Option("--patience", help="Validations without AUC gain before stopping.")
-    ] = 2,
+        int | None, typer.Option("--patience", help="Validations without AUC gain before stopping.")
+    ] = None,
     max_train_samples: Annotated[
         int | None, typer.Option("--max-train-samples", help="Seeded train subsample.")
     ] = None,
     max_valid_samples: Annotated[
         int | None, typer.Option("--max-valid-samples", help="Seeded valid subsample.")
     ] = None,
-    lora_r: Annotated[int, typer.Option("--lora-r")] = 8,
-    lora_alpha: Annotated[int, typer.Option("--lora-alpha")] = 16,
-    lora_dropout: Annotated[float, typer.Option("--lora-dropout")] = 0.05,
+    lora_r: Annotated[int | None, typer.Option("--lora-r")] = None,
+    lora_alpha: Annotated[int | None, typer.Option("--lora-alpha")] = None,
+    lora_dropout: Annotated[float | None, typer.Option("--lora-dropout")] = None,
     target_modules: Annotated[
-        str, typer.Option("--target-modules", help="Comma-separated.")
-    ] = "q_proj,v_proj",
+        str | None, typer.Option("--target-modules", help="Comma-separated projection names.")
+    ] = None,
+    lora_top_layers: Annotated[
+        int | None, typer.Option("--lora-top-layers", help="LoRA on the top N layers only; default all.")
+    ] = None,
+    share_prefixes: Annotated[
+        bool | None, typer.Option("--share-prefixes/--no-share-prefixes", help="One prefix pass per user.")
+    ] = None,
+    layout: Annotated[
+        str | None, typer.Option("--layout", help="'serving' (candidate last) or the papers' 'paper'.")
+    ] = None,
     code_mode: Annotated[
-        str, typer.Option("--code-mode", help="'binary' bit strings or 'dotted' decimal.")
-    ] = "binary",
+        str | None, typer.Option("--code-mode", help="'hex', 'dotted' or 'binary' bit strings.")
+    ] = None,
     answer_break: Annotated[
-        str, typer.Option("--answer-break", help="'newline' or the papers' 'literal'.")
-    ] = "newline",
+        str | None, typer.Option("--answer-break", help="'newline' or the papers' 'literal'.")
+    ] = None,
     domain: Annotated[
-        str, typer.Option("--domain", help="'movie' (ML-1M) or 'book' (Amazon-Book).")
-    ] = "movie",
-    seed: Annotated[int, typer.Option("--seed")] = 0,
+        str | None, typer.Option("--domain", help="'movie' (ML-1M) or 'book' (Amazon-Book).")
+    ] = None,
+    seed: Annotated[int | None, typer.Option("--seed")] = None,
     device: Annotated[
         str | None, typer.Option("--device", help="cuda / cpu; default: CUDA when present.")
     ] = None,
@@ -110,37 +117,49 @@ def tune_command(
     ] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
 ) -> None:
-    """Tune a LoRA adapter: stage 1 on text-only prompts, then stage 2 on prompts with codes."""
-    from model_store.llm.tune import TuneConfig, tune
+    """Tune a LoRA adapter: stage 1 on text-only prompts, then stage 2 on prompts with codes.
 
+    Every option left out takes `TuneConfig`'s default (`model_store/llm/tune_config.py`).
+    """
+    from model_store.llm.tune import tune
+    from model_store.llm.tune_config import TuneConfig
+
+    style_given = {"layout": layout, "code_mode": code_mode, "answer_break": answer_break, "domain": domain}
+    options = {
+        "stages": tuple(int(stage) for stage in _csv(stages)) if stages is not None else None,
+        "epochs": epochs,
+        "lr": lr,
+        "batch_size": batch_size,
+        "grad_accum": grad_accum,
+        "eval_batch_size": eval_batch_size,
+        "eval_every": eval_every,
+        "patience": patience,
+        "max_train_samples": max_train_samples,
+        "max_valid_samples": max_valid_samples,
+        "lora_r": lora_r,
+        "lora_alpha": lora_alpha,
+        "lora_dropout": lora_dropout,
+        "target_modules": _csv(target_modules) if target_modules is not None else None,
+        "lora_top_layers": lora_top_layers,
+        "share_prefixes": share_prefixes,
+        "seed": seed,
+        "device": device,
+    }
     try:
-        config = TuneConfig(
-            base_model=_base_or_default(base),
-            train=str(train),
-            valid=str(valid),
-            out_dir=str(out),
-            codes=str(codes) if codes is not None else None,
-            stages=tuple(int(stage) for stage in _csv(stages)),
-            epochs=epochs,
-            lr=lr,
-            batch_size=batch_size,
-            grad_accum=grad_accum,
-            eval_batch_size=eval_batch_size,
-            eval_every=eval_every,
-            patience=patience,
-            max_train_samples=max_train_samples,
-            max_valid_samples=max_valid_samples,
-            lora_r=lora_r,
-            lora_alpha=lora_alpha,
-            lora_dropout=lora_dropout,
-            target_modules=_csv(target_modules),
-            prompt_style=PromptStyle.model_validate(
-                {"code_mode": code_mode, "answer_break": answer_break, "domain": domain}
-            ),
-            seed=seed,
-            device=device,
-            resume=resume,
-            progress=progress,
+        default_style = TuneConfig.model_fields["prompt_style"].get_default(call_default_factory=True)
+        style = default_style.model_copy(update={k: v for k, v in style_given.items() if v is not None})
+        config = TuneConfig.model_validate(
+            {
+                "base_model": _base_or_default(base),
+                "train": str(train),
+                "valid": str(valid),
+                "out_dir": str(out),
+                "codes": str(codes) if codes is not None else None,
+                "prompt_style": PromptStyle.model_validate(style.model_dump()),
+                "resume": resume,
+                "progress": progress,
+                **{key: value for key, value in options.items() if value is not None},
+            }
         )
     except (ValidationError, ValueError) as exc:
         raise typer.BadParameter(str(exc)) from exc

@@ -127,7 +127,7 @@ class PromptScorer:
             return self.score_prompts([prefix + suffix for suffix in suffixes], batch_size=batch_size)
         decoder = self.model.get_decoder()
         prefix_ids = torch.tensor([token_ids[0][:shared]], dtype=torch.long, device=self.device)  # [1, P]
-        prefix_cache = decoder(input_ids=prefix_ids, use_cache=True).past_key_values
+        prefix_cache = decoder(input_ids=prefix_ids, use_cache=True).cache
         prefix_kv = [(layer.keys, layer.values) for layer in prefix_cache.layers]  # each [1, H_kv, P, D]
         order = sorted(range(len(token_ids)), key=lambda index: len(token_ids[index]))
         scores = [0.0] * len(token_ids)
@@ -169,7 +169,7 @@ class PromptScorer:
             input_ids=input_ids.to(device),
             attention_mask=attention_mask.to(device),  # [N, P + L]
             position_ids=position_ids.to(device),
-            past_key_values=cache,
+            cache=cache,
             use_cache=True,
         ).last_hidden_state  # [N, L, E]
         last = hidden[torch.arange(rows, device=device), (lengths - 1).to(device)]  # [N, E]

@@ -1,5 +1,9 @@
 """One tuning stage: shuffled micro-batches, gradient accumulation, validation, early stopping, checkpoints.
 
+Rows are grouped by their user prefix and a micro-batch is a run of whole groups (shuffled by group), so
+each prefix runs once per batch (`model_store.llm.grouped`); `share_prefixes=False` makes every row its own
+group with no shared prefix, i.e. plain whole-prompt batches with the same loss.
+
 The loss is `BCEWithLogits(z_yes - z_no, label)` at the last prompt position: the served score is the sigmoid
 of the same margin, so tuning optimises exactly what the service returns (BinLLM / TALLRec train the
 language-model loss on the answer word; for a two-way answer the margin form is the same objective without
@@ -8,10 +12,11 @@ the rest of the vocabulary). Used by `model_store.llm.tune.tune`, one instance p
 
 from __future__ import annotations
 
+import functools
 import math
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,68 +24,79 @@ from peft import PeftModel
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
-from model_store.llm.answer import AnswerTokens, yes_no_margin
+from model_store.llm.answer import AnswerTokens
 from model_store.llm.checkpoint import TrainState, load_adapter_weights, load_optimizer_state, save_checkpoint
 from model_store.llm.dataset import PromptSet
+from model_store.llm.grouped import (
+    PrefixGroup,
+    batches_of_groups,
+    group_rows,
+    make_group,
+    ordered_margins,
+    shuffled_groups,
+)
+from model_store.llm.tune_config import TuneConfig
 from model_store.metrics import evaluate_scores
 
-if TYPE_CHECKING:
-    from model_store.llm.tune import TuneConfig
 
-
-def encode_prompts(
-    tokenizer: PreTrainedTokenizerBase, prompts: list[str], device: torch.device | str
-) -> dict[str, torch.Tensor]:
-    """Left-padded token batch with explicit positions, so each row's last prompt token sits at -1.
-
-    Positions count real tokens only (pads do not shift them), matching an unpadded serving request.
-    """
-    encoded = tokenizer(prompts, padding=True, return_tensors="pt")
-    mask = encoded["attention_mask"]  # [batch, seq]
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)  # [batch, seq]
-    return {
-        "input_ids": encoded["input_ids"].to(device),
-        "attention_mask": mask.to(device),
-        "position_ids": positions.to(device),
-    }
-
-
-def prompt_margins(
-    model: torch.nn.Module, batch: dict[str, torch.Tensor], answer: AnswerTokens
-) -> torch.Tensor:
-    """z_yes - z_no at the last prompt position: batch -> [batch] float32."""
-    logits = model(**batch, use_cache=False, logits_to_keep=1).logits  # [batch, 1, vocab]
-    return yes_no_margin(logits[:, -1, :], answer)  # [batch]
+@functools.cache
+def cpu_has_bf16() -> bool:
+    """True when this CPU multiplies bf16 natively (AVX512-BF16 or AMX); elsewhere bf16 is emulated, slower."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8")
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def autocast_for(device: torch.device) -> AbstractContextManager[Any]:
-    """bf16 autocast on CUDA (weights stay fp32), plain fp32 elsewhere."""
+    """bf16 autocast on CUDA and on CPUs with native bf16 (weights stay fp32), plain fp32 elsewhere."""
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16)
+    if device.type == "cpu" and cpu_has_bf16():
+        return torch.autocast("cpu", dtype=torch.bfloat16)
     return nullcontext()
+
+
+def pad_token_id(tokenizer: PreTrainedTokenizerBase) -> int:
+    """The id used for padding (masked out everywhere): pad, else end-of-sequence, else 0."""
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    return int(pad) if pad is not None else 0
+
+
+def prefix_groups(
+    tokenizer: PreTrainedTokenizerBase, data: PromptSet, *, share_prefixes: bool = True
+) -> list[PrefixGroup]:
+    """The prompt set's rows grouped by user prefix (tokenised once), or one group per row with no prefix."""
+    token_ids = [list(ids) for ids in tokenizer(data.prompts)["input_ids"]]
+    if not share_prefixes:
+        return [PrefixGroup((), (tuple(ids),), (row,)) for row, ids in enumerate(token_ids)]
+    return [make_group(token_ids, rows) for rows in group_rows(data.prefixes)]
 
 
 @torch.no_grad()
 def score_margins(
     model: torch.nn.Module,
     tokenizer: PreTrainedTokenizerBase,
-    prompts: list[str],
+    data: PromptSet,
     answer: AnswerTokens,
     *,
     batch_size: int,
     progress: bool = False,
 ) -> np.ndarray:
-    """Margins for many prompts, in order (validation during tuning)."""
+    """Margins for every prompt of `data`, in order (validation during tuning), prefixes shared."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    out: list[np.ndarray] = []
-    for start in tqdm(range(0, len(prompts), batch_size), desc="valid", disable=not progress, leave=False):
-        batch = encode_prompts(tokenizer, prompts[start : start + batch_size], device)
+    pad_id = pad_token_id(tokenizer)
+    out = np.zeros(len(data), dtype=np.float32)
+    batches = list(batches_of_groups(prefix_groups(tokenizer, data), batch_size))
+    for batch in tqdm(batches, desc="valid", disable=not progress, leave=False):
         with autocast_for(device):
-            out.append(prompt_margins(model, batch, answer).float().cpu().numpy())
+            margins, rows = ordered_margins(model, batch, answer, pad_id)
+        out[rows.numpy()] = margins.float().cpu().numpy()
     model.train(was_training)
-    return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
+    return out
 
 
 def validation_metrics(scores: np.ndarray, data: PromptSet) -> dict[str, Any]:
@@ -92,11 +108,6 @@ def validation_metrics(scores: np.ndarray, data: PromptSet) -> dict[str, Any]:
         metrics = {"auc": float("nan"), "uauc": float("nan"), "n": len(data)}
     metrics["n_cold"] = data.n_cold
     return metrics
-
-
-def epoch_order(n_rows: int, seed: int, stage: int, epoch: int) -> np.ndarray:
-    """The shuffled row order of one epoch: a pure function of its arguments, so resume replays it."""
-    return np.random.default_rng([seed, stage, epoch]).permutation(n_rows)
 
 
 def lr_lambda(total_steps: int, warmup_steps: int) -> Any:
@@ -129,9 +140,12 @@ class StageTrainer:
         self.config, self.model, self.tokenizer, self.answer = config, model, tokenizer, answer
         self.stage, self.train, self.valid = stage, train, valid
         self.device = next(model.parameters()).device
+        self.pad_id = pad_token_id(tokenizer)
         self.labels = torch.tensor(train.labels, dtype=torch.float32)
-        self.batches_per_epoch = math.ceil(len(train) / config.batch_size)
-        total_steps = math.ceil(self.batches_per_epoch / config.grad_accum) * config.epochs
+        self.groups = prefix_groups(tokenizer, train, share_prefixes=config.share_prefixes)
+        total_steps = sum(
+            math.ceil(len(self.epoch_batches(epoch)) / config.grad_accum) for epoch in range(config.epochs)
+        )
         params = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -139,6 +153,11 @@ class StageTrainer:
         )
         self.out_dir = Path(config.out_dir)
         self.best_dir = self.out_dir / f"stage{stage}" / "best"
+
+    def epoch_batches(self, epoch: int) -> list[list[PrefixGroup]]:
+        """The micro-batches of one epoch: a pure function of (seed, stage, epoch), so resume replays them."""
+        order = shuffled_groups(self.groups, (self.config.seed, self.stage, epoch))
+        return list(batches_of_groups(order, self.config.batch_size))
 
     def run(self, state: TrainState, optimizer_from: Path | None) -> TrainState:
         """Train from `state` to the end of the stage (or early stop); returns the finished state."""
@@ -159,21 +178,20 @@ class StageTrainer:
     def _epoch(self, state: TrainState) -> bool:
         """The rest of epoch `state.epoch`; True when early stopping ended the stage."""
         config = self.config
-        order = epoch_order(len(self.train), config.seed, self.stage, state.epoch)
+        batches = self.epoch_batches(state.epoch)
         bar = tqdm(
-            total=self.batches_per_epoch,
+            total=len(batches),
             initial=state.batches_done,
             desc=f"stage {self.stage} epoch {state.epoch + 1}/{config.epochs}",
             disable=not config.progress,
         )
         pending: list[float] = []
         with bar:
-            for index in range(state.batches_done, self.batches_per_epoch):
-                rows = order[index * config.batch_size : (index + 1) * config.batch_size]
-                pending.append(self._backward(rows))
+            for index in range(state.batches_done, len(batches)):
+                pending.append(self._backward(batches[index]))
                 state.batches_done = index + 1
                 bar.update(1)
-                if state.batches_done % config.grad_accum and state.batches_done < self.batches_per_epoch:
+                if state.batches_done % config.grad_accum and state.batches_done < len(batches):
                     continue
                 self._step(state, float(np.mean(pending)))
                 pending = []
@@ -191,12 +209,11 @@ class StageTrainer:
             return state.bad_evals >= config.patience
         return self._validate(state)
 
-    def _backward(self, rows: np.ndarray) -> float:
+    def _backward(self, batch: list[PrefixGroup]) -> float:
         """Forward + backward of one micro-batch; returns its mean loss."""
-        batch = encode_prompts(self.tokenizer, [self.train.prompts[i] for i in rows], self.device)
-        labels = self.labels[torch.from_numpy(rows)].to(self.device)  # [batch]
         with autocast_for(self.device):
-            margins = prompt_margins(self.model, batch, self.answer)  # [batch] float32
+            margins, rows = ordered_margins(self.model, batch, self.answer, self.pad_id)  # [batch] float32
+        labels = self.labels[rows].to(self.device)  # [batch]
         loss = torch.nn.functional.binary_cross_entropy_with_logits(margins, labels)
         (loss / self.config.grad_accum).backward()
         return float(loss.detach())
@@ -215,7 +232,7 @@ class StageTrainer:
         margins = score_margins(
             self.model,
             self.tokenizer,
-            self.valid.prompts,
+            self.valid,
             self.answer,
             batch_size=self.config.eval_batch_size,
             progress=self.config.progress,

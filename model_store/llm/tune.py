@@ -14,17 +14,15 @@ Output: `config.json` (this `TuneConfig`), `adapter/` (final LoRA + `binllm_adap
 
 from __future__ import annotations
 
-import importlib
 import json
 import shutil
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from model_store.contract.prompts import PromptStyle
+from model_store.codes.codebook import load_codes
 from model_store.data.io import read_split
 from model_store.llm.answer import find_answer_tokens
 from model_store.llm.checkpoint import (
@@ -37,77 +35,34 @@ from model_store.llm.checkpoint import (
 from model_store.llm.dataset import CodeLookup, build_prompts, style_for
 from model_store.llm.models import default_device, load_causal_lm
 from model_store.llm.trainer import StageTrainer
+from model_store.llm.tune_config import ADAPTER_CARD_FILENAME, AdapterCard, TuneConfig
 
 CONFIG_FILENAME = "config.json"
 METRICS_FILENAME = "metrics.json"
-ADAPTER_CARD_FILENAME = "binllm_adapter.json"
 FINAL_ADAPTER_DIRNAME = "adapter"
 
-
-class TuneConfig(BaseModel):
-    """Everything one `binllm llm tune` run depends on; written as `config.json` in the output directory."""
-
-    model_config = ConfigDict(frozen=True, protected_namespaces=())
-
-    base_model: str = Field(description="HF causal-LM directory to tune (default: converted SmolLM2).")
-    train: str = Field(description="Training split file (papers' JSON lines or parquet).")
-    valid: str = Field(description="Validation split file; its AUC drives early stopping.")
-    out_dir: str = Field(description="Where the adapter, checkpoints, config and metrics go.")
-    codes: str | None = Field(default=None, description="Codes directory; required by stage 2.")
-    code_version: str | None = Field(default=None, description="Version of the codes used (filled in).")
-    stages: tuple[int, ...] = Field(default=(1, 2), description="1 = text-only, 2 = with codes, in order.")
-    epochs: int = Field(default=1, ge=1, description="Epochs per stage (upper bound; early stopping).")
-    lr: float = Field(default=3e-4, gt=0, description="Peak AdamW learning rate of each stage.")
-    weight_decay: float = Field(default=0.0, ge=0)
-    warmup_ratio: float = Field(default=0.05, ge=0, lt=1, description="Linear warm-up share of a stage.")
-    batch_size: int = Field(default=16, ge=1, description="Prompts per micro-batch.")
-    grad_accum: int = Field(default=1, ge=1, description="Micro-batches per optimizer step.")
-    eval_batch_size: int = Field(default=64, ge=1)
-    max_train_samples: int | None = Field(default=None, ge=1, description="Seeded subsample of train rows.")
-    max_valid_samples: int | None = Field(default=None, ge=1, description="Seeded subsample of valid rows.")
-    eval_every: int = Field(default=0, ge=0, description="Validate every N optimizer steps; 0 = per epoch.")
-    patience: int = Field(default=2, ge=1, description="Validations without AUC gain before a stage stops.")
-    lora_r: int = Field(default=8, ge=1)
-    lora_alpha: int = Field(default=16, ge=1)
-    lora_dropout: float = Field(default=0.05, ge=0, lt=1)
-    target_modules: tuple[str, ...] = Field(default=("q_proj", "v_proj"))
-    prompt_style: PromptStyle = Field(default_factory=PromptStyle)
-    seed: int = 0
-    device: str | None = Field(default=None, description="'cuda', 'cpu', ...; None = CUDA when present.")
-    keep_checkpoints: int = Field(default=2, ge=1)
-    resume: bool = Field(default=False, description="Continue from the newest checkpoint in out_dir.")
-    progress: bool = Field(default=True, description="Show tqdm progress bars.")
-
-    @model_validator(mode="after")
-    def _refuse_inconsistent(self) -> Self:
-        if (
-            not self.stages
-            or any(s not in (1, 2) for s in self.stages)
-            or list(self.stages) != sorted(set(self.stages))
-        ):
-            raise ValueError(f"stages must be (1,), (2,) or (1, 2), got {self.stages}")
-        if 2 in self.stages and self.codes is None:
-            raise ValueError("stage 2 needs --codes")
-        return self
-
-
-class AdapterCard(BaseModel):
-    """`binllm_adapter.json` beside a tuned adapter: how to prompt it and where it came from (for export)."""
-
-    model_config = ConfigDict(frozen=True, protected_namespaces=())
-
-    base_model: str
-    prompt_style: PromptStyle
-    with_codes: bool = Field(description="The last stage trained on prompts with codes.")
-    code_version: str | None = None
-    stages: tuple[int, ...]
-    metrics: dict[str, Any] = Field(default_factory=dict)
+__all__ = [
+    "ADAPTER_CARD_FILENAME",
+    "CONFIG_FILENAME",
+    "AdapterCard",
+    "TuneConfig",
+    "read_adapter_card",
+    "tune",
+]
 
 
 def write_json(path: Path, obj: Any) -> None:
     """Write pretty JSON, parents created."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(obj, indent=1, sort_keys=True, default=str) + "\n", encoding="utf-8")
+
+
+def lora_layers(model: torch.nn.Module, top_layers: int | None) -> list[int] | None:
+    """Indices of the top `top_layers` decoder layers (None = every layer gets LoRA)."""
+    if top_layers is None:
+        return None
+    n_layers = int(model.config.num_hidden_layers)  # type: ignore[union-attr,arg-type]
+    return list(range(max(0, n_layers - top_layers), n_layers))
 
 
 def attach_lora(model: torch.nn.Module, config: TuneConfig) -> PeftModel:
@@ -117,6 +72,7 @@ def attach_lora(model: torch.nn.Module, config: TuneConfig) -> PeftModel:
         lora_alpha=config.lora_alpha,
         lora_dropout=config.lora_dropout,
         target_modules=list(config.target_modules),
+        layers_to_transform=lora_layers(model, config.lora_top_layers),
         bias="none",
         task_type="CAUSAL_LM",
     )
@@ -138,11 +94,7 @@ def resume_point(config: TuneConfig, model: PeftModel) -> tuple[TrainState, Path
 
 
 def load_codebook(codes_dir: str) -> CodeLookup:
-    """The codes directory written by `binllm codes train` (`model_store.codes.load_codes`).
-
-    Imported by name at call time: the codes package is optional for text-only (stage 1) tuning.
-    """
-    load_codes = importlib.import_module("model_store.codes").load_codes
+    """The codes directory written by `binllm codes train` (`model_store.codes.codebook.load_codes`)."""
     codebook: CodeLookup = load_codes(codes_dir)
     return codebook
 
@@ -172,7 +124,14 @@ def tune(config: TuneConfig, *, codes: CodeLookup | None = None) -> AdapterCard:
         stage = config.stages[state.stage_index]
         stage_codes = codes if stage == 2 else None
         train, valid = (
-            build_prompts(table, codes=stage_codes, style=style, max_samples=limit, seed=config.seed)
+            build_prompts(
+                table,
+                codes=stage_codes,
+                style=style,
+                max_samples=limit,
+                seed=config.seed,
+                sample_groups=config.share_prefixes,
+            )
             for table, limit in (
                 (train_table, config.max_train_samples),
                 (valid_table, config.max_valid_samples),

@@ -1,0 +1,122 @@
+"""Stage-2 tuning throughput on real ML-1M prompts: today's recipe against the fast one, in one process.
+
+Baseline ("paper"): the papers' wording with 32-bit binary codes, whole-prompt batches, LoRA r8 on q/v of
+every layer (the first recipe we tried). Fast ("serving"): the serving layout with hex codes, each user
+prefix run once per batch (`model_store/llm/grouped.py`), LoRA on the top layers only, so the frozen layers
+below need no backward pass. Both run the same number of optimizer steps on the same seeded rows, a warm-up
+step first; the figure is prompts per second of training (forward + backward + AdamW), machine as it is.
+
+    python bench/tune_throughput.py [--rows 192] [--batch-size 16] [--threads 2]
+
+Prints one line per recipe, then the ratio, then, last, `prompts_per_s: X` for the fast recipe.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from model_store.codes.codebook import load_codes
+from model_store.contract.prompts import PromptStyle
+from model_store.data.io import read_split
+from model_store.llm.answer import find_answer_tokens
+from model_store.llm.dataset import build_prompts
+from model_store.llm.models import ensure_smollm2, load_causal_lm
+from model_store.llm.trainer import StageTrainer
+from model_store.llm.tune import attach_lora
+from model_store.llm.tune_config import TuneConfig
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ml-1m-collm"
+
+
+def recipe(name: str, base: str, out: Path, batch_size: int) -> TuneConfig:
+    """The two recipes compared; everything not named here is the same."""
+    common = {
+        "base_model": base,
+        "train": str(DATA / "train_ood2.jsonl.gz"),
+        "valid": str(DATA / "valid_small_ood2.jsonl.gz"),
+        "out_dir": str(out / name),
+        "codes": str(out / "codes"),
+        "batch_size": batch_size,
+        "lora_dropout": 0.0,
+        "progress": False,
+    }
+    if name == "paper":
+        return TuneConfig.model_validate(
+            {
+                **common,
+                "prompt_style": PromptStyle(layout="paper", code_mode="binary"),
+                "share_prefixes": False,
+                "lora_r": 8,
+                "lora_alpha": 16,
+                "target_modules": ("q_proj", "v_proj"),
+            }
+        )
+    return TuneConfig.model_validate(
+        {
+            **common,
+            "prompt_style": PromptStyle(layout="serving", code_mode="hex"),
+            "share_prefixes": True,
+            "lora_r": 16,
+            "lora_alpha": 32,
+            "target_modules": ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+            "lora_top_layers": 10,
+        }
+    )
+
+
+def measure(config: TuneConfig, rows: int, steps: int) -> float:
+    """Prompts per second over `steps` optimizer steps after one warm-up step."""
+    codes = load_codes(config.codes or "")
+    base, tokenizer = load_causal_lm(config.base_model, device="cpu")
+    model = attach_lora(base, config)
+    answer = find_answer_tokens(tokenizer)
+    table = read_split(config.train)
+    train = build_prompts(table, codes=codes, style=config.prompt_style, max_samples=rows, seed=0)
+    trainer = StageTrainer(config, model, tokenizer, answer, 2, train, train)
+    batches = trainer.epoch_batches(0)
+    trainer._backward(batches[0])  # warm-up: allocator, kernels
+    trainer.optimizer.zero_grad(set_to_none=True)
+    done = 0
+    start = time.perf_counter()
+    for batch in batches[1 : 1 + steps]:
+        trainer._backward(batch)
+        trainer.optimizer.step()
+        trainer.optimizer.zero_grad(set_to_none=True)
+        done += sum(len(group.rows) for group in batch)
+    return done / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=2000, help="seeded train rows to draw batches from")
+    parser.add_argument("--steps", type=int, default=6, help="timed optimizer steps per recipe")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=Path("artifacts/bench/tune_throughput"))
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if not (args.out / "codes" / "config.json").is_file():
+        binllm = Path(sys.executable).with_name("binllm")
+        train, valid = DATA / "train_ood2.jsonl.gz", DATA / "valid_small_ood2.jsonl.gz"
+        command = [str(binllm), "codes", "train", "--train", str(train), "--valid", str(valid)]
+        subprocess.run([*command, "--out", str(args.out / "codes")], check=True, stdout=subprocess.DEVNULL)
+    base = str(ensure_smollm2())
+    results = {}
+    for name in ("paper", "serving"):
+        config = recipe(name, base, args.out, args.batch_size)
+        results[name] = measure(config, args.rows, args.steps)
+        print(f"{name}: {results[name]:.2f} prompts/s ({args.steps} steps of ~{args.batch_size} prompts)")
+    ratio = results["serving"] / results["paper"]
+    print(f"speedup: {ratio:.2f}" if math.isfinite(ratio) else "speedup: n/a")
+    print(f"prompts_per_s: {results['serving']:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,91 @@
+"""What one `binllm llm tune` run depends on (`TuneConfig`) and the card left beside its adapter (`AdapterCard`).
+
+Kept apart from `tune.py` and `trainer.py` so both import it and neither imports the other. The field
+defaults here are the only defaults: the `binllm llm tune` options default to None and fall back to them.
+
+    python -c "from model_store.llm.tune_config import TuneConfig; print(TuneConfig.model_json_schema())"
+"""
+
+from __future__ import annotations
+
+from typing import Any, Self
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from model_store.contract.prompts import PromptStyle
+
+ADAPTER_CARD_FILENAME = "binllm_adapter.json"
+
+
+class TuneConfig(BaseModel):
+    """Everything one `binllm llm tune` run depends on; written as `config.json` in the output directory."""
+
+    model_config = ConfigDict(frozen=True, protected_namespaces=())
+
+    base_model: str = Field(description="HF causal-LM directory to tune (default: converted SmolLM2).")
+    train: str = Field(description="Training split file (papers' JSON lines or parquet).")
+    valid: str = Field(description="Validation split file; its AUC drives early stopping.")
+    out_dir: str = Field(description="Where the adapter, checkpoints, config and metrics go.")
+    codes: str | None = Field(default=None, description="Codes directory; required by stage 2.")
+    code_version: str | None = Field(default=None, description="Version of the codes used (filled in).")
+    stages: tuple[int, ...] = Field(default=(1, 2), description="1 = text-only, 2 = with codes, in order.")
+    epochs: int = Field(default=1, ge=1, description="Epochs per stage (upper bound; early stopping).")
+    lr: float = Field(default=3e-4, gt=0, description="Peak AdamW learning rate of each stage.")
+    weight_decay: float = Field(default=0.0, ge=0)
+    warmup_ratio: float = Field(default=0.05, ge=0, lt=1, description="Linear warm-up share of a stage.")
+    batch_size: int = Field(default=16, ge=1, description="Prompts per micro-batch.")
+    grad_accum: int = Field(default=1, ge=1, description="Micro-batches per optimizer step.")
+    eval_batch_size: int = Field(default=64, ge=1)
+    max_train_samples: int | None = Field(default=None, ge=1, description="Seeded subsample of train rows.")
+    max_valid_samples: int | None = Field(default=None, ge=1, description="Seeded subsample of valid rows.")
+    eval_every: int = Field(default=0, ge=0, description="Validate every N optimizer steps; 0 = per epoch.")
+    patience: int = Field(default=2, ge=1, description="Validations without AUC gain before a stage stops.")
+    lora_r: int = Field(default=8, ge=1)
+    lora_alpha: int = Field(default=16, ge=1)
+    lora_dropout: float = Field(default=0.05, ge=0, lt=1)
+    target_modules: tuple[str, ...] = Field(default=("q_proj", "v_proj"))
+    lora_top_layers: int | None = Field(
+        default=None,
+        ge=1,
+        description="Put LoRA on the top N decoder layers only (None = all): the frozen layers below need "
+        "no backward pass.",
+    )
+    share_prefixes: bool = Field(
+        default=True,
+        description="Run each user prefix once per batch for all its rows (same loss, fewer tokens); "
+        "False = whole-prompt batches.",
+    )
+    prompt_style: PromptStyle = Field(
+        default_factory=lambda: PromptStyle(layout="serving", code_mode="hex"),
+        description="Prompt wording; default: serving layout with hex codes.",
+    )
+    seed: int = 0
+    device: str | None = Field(default=None, description="'cuda', 'cpu', ...; None = CUDA when present.")
+    keep_checkpoints: int = Field(default=2, ge=1)
+    resume: bool = Field(default=False, description="Continue from the newest checkpoint in out_dir.")
+    progress: bool = Field(default=True, description="Show tqdm progress bars.")
+
+    @model_validator(mode="after")
+    def _refuse_inconsistent(self) -> Self:
+        if (
+            not self.stages
+            or any(s not in (1, 2) for s in self.stages)
+            or list(self.stages) != sorted(set(self.stages))
+        ):
+            raise ValueError(f"stages must be (1,), (2,) or (1, 2), got {self.stages}")
+        if 2 in self.stages and self.codes is None:
+            raise ValueError("stage 2 needs --codes")
+        return self
+
+
+class AdapterCard(BaseModel):
+    """`binllm_adapter.json` beside a tuned adapter: how to prompt it and where it came from (for export)."""
+
+    model_config = ConfigDict(frozen=True, protected_namespaces=())
+
+    base_model: str
+    prompt_style: PromptStyle
+    with_codes: bool = Field(description="The last stage trained on prompts with codes.")
+    code_version: str | None = None
+    stages: tuple[int, ...]
+    metrics: dict[str, Any] = Field(default_factory=dict)
