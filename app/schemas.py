@@ -11,7 +11,7 @@ by `app/service.py`; the hard bound below only keeps absurd bodies from being pa
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
@@ -39,20 +39,32 @@ class PredictRequest(BaseModel):
 
 
 class ItemScore(BaseModel):
-    """One candidate's click probability P(Yes)."""
+    """One candidate's click probability (`score`, ranked on) and the LLM's own P(Yes) beside it.
+
+    `p_yes` is always returned so callers can log or compare the LLM alone when the model blends it.
+    """
 
     item_id: str
-    score: float = Field(ge=0.0, le=1.0)
+    score: float = Field(ge=0.0, le=1.0, description="The click probability; its kind is `score_kind`.")
+    p_yes: float = Field(
+        ge=0.0, le=1.0, description="The LLM's plain P(Yes); equals `score` when `score_kind` is 'p_yes'."
+    )
 
 
 class PredictResponse(BaseModel):
-    """Scores in request order, and which ids were scored without codes (cold start)."""
+    """Scores in request order, which ids were scored without codes (cold start), and what `score` is."""
 
     model_version: str
     code_version: str
     scores: list[ItemScore]
     cold: list[str] = Field(
         description="Distinct ids scored with the text-only wording, in first-seen order."
+    )
+    score_kind: Literal["p_yes", "blend"] = Field(
+        description=(
+            "'p_yes': the LLM's P(Yes); 'blend': logistic blend of P(Yes) and the code score declared in"
+            " the model manifest"
+        )
     )
 
 

@@ -4,7 +4,10 @@ One request: check the candidate limit, look up the user and every distinct cand
 one store call, render one user prefix per wording (BinLLM with codes, or text-only) and one suffix per
 distinct candidate, score the groups, and lay the scores out in request order. The BinLLM wording (Zhang et
 al., ACL 2024) needs the user code, the item code and a model tuned with codes; anything else is scored with
-the text-only wording (cold start), and reported in `cold`.
+the text-only wording (cold start), and reported in `cold`. When the model manifest declares a `fusion`
+(contract/fusion.py), each `score` is the logistic blend of P(Yes) and the code score, with the weights of
+the wording the candidate was scored with, exactly as `binllm llm eval` computes it; `p_yes` always keeps
+the LLM's own P(Yes).
 
     python -c "from app.service import plan_prompts; help(plan_prompts)"
 """
@@ -20,6 +23,7 @@ from app.errors import BackendResponseError, InvalidRequestError, NotReadyError,
 from app.schemas import ItemScore, PredictRequest, PredictResponse, ReadyResponse
 from app.scorers.base import PromptGroup, Scorer
 from app.store.base import CatalogLookup, CatalogStore
+from model_store.contract.fusion import ScoreFusion
 from model_store.contract.prompts import (
     CandidateItem,
     UserContext,
@@ -34,6 +38,7 @@ class PromptPlan:
     """The prompt groups of one request and where each distinct candidate's score will be."""
 
     groups: list[PromptGroup]
+    group_with_codes: list[bool]  # per group: whether it uses the codes wording (picks the blend weights)
     slots: dict[str, tuple[int, int]]  # item_id -> (group index, suffix index)
     cold: list[str]
     cold_reason: str | None  # "model", "user" or "item" (the latter when only some items lack codes)
@@ -56,17 +61,21 @@ def plan_prompts(user: UserContext, items: dict[str, CandidateItem], model: Mode
         where[item_id] = (codes, len(suffixes[codes]))
         suffixes[codes].append(render_candidate_suffix(item, style, with_codes=codes))
     groups: list[PromptGroup] = []
+    group_with_codes: list[bool] = []
     group_index: dict[bool, int] = {}
     for codes in (True, False):
         if suffixes[codes]:
             group_index[codes] = len(groups)
             prefix = render_user_prefix(user, style, with_codes=codes)
             groups.append(PromptGroup(prefix=prefix, suffixes=tuple(suffixes[codes])))
+            group_with_codes.append(codes)
     slots = {item_id: (group_index[codes], pos) for item_id, (codes, pos) in where.items()}
     reason = (
         None if not cold else "model" if not model.with_codes else "user" if user.code is None else "item"
     )
-    return PromptPlan(groups=groups, slots=slots, cold=cold, cold_reason=reason)
+    return PromptPlan(
+        groups=groups, group_with_codes=group_with_codes, slots=slots, cold=cold, cold_reason=reason
+    )
 
 
 def _check_scores(groups: Sequence[PromptGroup], scores: list[list[float]], backend: str) -> None:
@@ -76,6 +85,26 @@ def _check_scores(groups: Sequence[PromptGroup], scores: list[list[float]], back
         raise BackendResponseError(f"backend {backend!r} returned scores that do not match the prompts")
     if not all(0.0 <= x <= 1.0 for group in scores for x in group):  # also refuses NaN
         raise BackendResponseError(f"backend {backend!r} returned a score outside [0, 1]")
+
+
+def _item_score(
+    item_id: str,
+    p_yes: float,
+    user: UserContext,
+    item: CandidateItem,
+    with_codes: bool,
+    fusion: ScoreFusion | None,
+) -> ItemScore:
+    """One candidate's served score: P(Yes) itself, or the manifest's blend of it with the code score.
+
+    The blend takes the wording the candidate was actually scored with (warm or cold weights were fitted
+    separately) and the store's codes as they are (None = unknown code), the same inputs the offline
+    evaluation feeds it, so served and evaluated scores agree.
+    """
+    if fusion is None:
+        return ItemScore(item_id=item_id, score=p_yes, p_yes=p_yes)
+    score = fusion.blend(p_yes, user.code, item.code, with_codes=with_codes)
+    return ItemScore(item_id=item_id, score=score, p_yes=p_yes)
 
 
 class PredictService:
@@ -108,12 +137,19 @@ class PredictService:
         if plan.cold_reason is not None:
             metrics.COLD_STARTS.labels(plan.cold_reason).inc(len(plan.cold))
         scores = await self._score(plan.groups)
-        by_id = {item_id: scores[g][k] for item_id, (g, k) in plan.slots.items()}
+        fusion = lookup.manifest.model.fusion
+        by_id = {
+            item_id: _item_score(
+                item_id, scores[g][k], user, items[item_id], plan.group_with_codes[g], fusion
+            )
+            for item_id, (g, k) in plan.slots.items()
+        }
         return PredictResponse(
             model_version=lookup.manifest.model.model_version,
             code_version=lookup.manifest.code_version,
-            scores=[ItemScore(item_id=i, score=by_id[i]) for i in request.item_ids],
+            scores=[by_id[i] for i in request.item_ids],
             cold=plan.cold,
+            score_kind="p_yes" if fusion is None else "blend",
         )
 
     @staticmethod

@@ -58,6 +58,15 @@ def warm_mask(
     )
 
 
+def describe_warm_rule(train: str | None) -> str:
+    """How a report's warm rows were chosen, in words for its summary: the papers' rule against the train split
+    named `train` (`warm_mask`), or, without one, the split's own `not_cold` column (1 = both the user and the
+    item occur in train), which needs no second file but already counts a single train row as warm."""
+    if train is None:
+        return "the split's not_cold = 1 (user and item both occur in train)"
+    return f"user and item each have more than {WARM_MIN_TRAIN_ROWS} rows in {train}"
+
+
 def _counts(ids: Sequence[int] | np.ndarray) -> dict[int, int]:
     values, counts = np.unique(np.asarray(ids, dtype=np.int64), return_counts=True)
     return dict(zip(values.tolist(), counts.tolist(), strict=True))

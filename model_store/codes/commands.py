@@ -2,7 +2,8 @@
 
     binllm codes train --train ../shared/data/ml-1m-collm/train_ood2.jsonl.gz \
         --valid ../shared/data/ml-1m-collm/valid_small_ood2.jsonl.gz --out artifacts/codes
-    binllm codes eval --codes artifacts/codes --split ../shared/data/ml-1m-collm/valid_ood2.jsonl.gz
+    binllm codes eval --codes artifacts/codes --split ../shared/data/ml-1m-collm/valid_ood2.jsonl.gz \
+        --report artifacts/reports/codes --train ../shared/data/ml-1m-collm/train_ood2.jsonl.gz
 
 torch is imported inside `train` only, so `eval` (and `binllm --help`) work without the ML extras.
 """
@@ -19,8 +20,9 @@ from pydantic import ValidationError
 
 from model_store.codes.codebook import load_codes
 from model_store.codes.config import CodesTrainConfig
-from model_store.codes.evaluation import evaluate_split
+from model_store.codes.evaluation import Interactions, evaluate_split
 from model_store.data.io import read_split
+from model_store.metrics import WARM_MIN_TRAIN_ROWS, describe_warm_rule, warm_mask
 
 _DEFAULTS = CodesTrainConfig()
 codes_app = typer.Typer(help="BinMF binary codes: train an encoder, evaluate stored codes.")
@@ -98,13 +100,67 @@ def train_command(
     typer.echo(json.dumps(summary))
 
 
+_WARM_RULE_HELP = (
+    "Train split for the warm rows of --report: warm = user and item each have more than "
+    f"{WARM_MIN_TRAIN_ROWS} train rows (the papers' ML-1M rule). Without it, the split's not_cold column "
+    "(1 = both occur in train) marks the warm rows."
+)
+
+
 @codes_app.command("eval")
 def eval_command(
     codes: Annotated[Path, typer.Option("--codes", help="Directory written by `binllm codes train`.")],
     split: Annotated[Path, typer.Option("--split", help="Split to score (.jsonl[.gz] or .parquet).")],
+    report: Annotated[
+        Path | None,
+        typer.Option(
+            "--report",
+            help="Also write roc.png, calibration.png and summary.md (all / warm / cold rows) into this "
+            "directory; needs matplotlib (the ml extra).",
+        ),
+    ] = None,
+    train: Annotated[Path | None, typer.Option("--train", help=_WARM_RULE_HELP)] = None,
 ) -> None:
     """Score --split with the stored codes, scale and bias only; print one JSON line of metrics.
 
     Rows whose user or item is not in the codes use the learned unknown code; `n_unknown` counts them.
+    --report also draws the same scores split into warm and cold rows, because one AUC over a split hides
+    how differently codes do for users and items with little training history.
     """
-    typer.echo(json.dumps(evaluate_split(load_codes(codes), read_split(split))))
+    if train is not None and report is None:
+        raise typer.BadParameter("--train only decides the warm rows of --report; give --report too")
+    book, table = load_codes(codes), read_split(split)
+    metrics = evaluate_split(book, table)
+    if report is not None:
+        # Imported here: matplotlib is an ml extra, and plain `codes eval` must work without it.
+        from model_store.report import write_report
+
+        data = Interactions.from_table(table)
+        scores, _ = book.score(data.user_ids, data.item_ids)
+        if train is not None:
+            train_table = read_split(train)
+            warm = warm_mask(
+                data.user_ids,
+                data.item_ids,
+                train_table.column("uid").to_numpy(),
+                train_table.column("iid").to_numpy(),
+            )
+        else:
+            warm = table.column("not_cold").to_numpy().astype(bool)
+        write_report(
+            report,
+            labels=data.labels,
+            scores=scores,
+            warm_mask=warm,
+            user_ids=data.user_ids,
+            title=f"codes only: {split.name}",
+            extra={
+                "split": str(split.resolve()),
+                "codes": str(codes.resolve()),
+                "code_version": book.version,
+                "warm rows": describe_warm_rule(str(train.resolve()) if train is not None else None),
+                "n_unknown": metrics["n_unknown"],
+            },
+        )
+        typer.echo(f"report written to {report}", err=True)
+    typer.echo(json.dumps(metrics))

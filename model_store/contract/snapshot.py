@@ -21,6 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from model_store.contract.fusion import ScoreFusion
 from model_store.contract.prompts import PromptStyle
 
 DEFAULT_NAMESPACE = "binllm"
@@ -62,6 +63,10 @@ class ModelManifest(BaseModel):
     )
     metrics: dict[str, Any] = Field(default_factory=dict)
     base_model: str | None = None
+    fusion: ScoreFusion | None = Field(
+        default=None,
+        description="When set, the served score blends P(Yes) with the code score (contract/fusion.py).",
+    )
 
 
 class SnapshotManifest(BaseModel):

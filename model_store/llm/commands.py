@@ -4,7 +4,7 @@
     binllm llm tune --train ../shared/data/ml-1m-collm/train_ood2.jsonl.gz \\
         --valid ../shared/data/ml-1m-collm/valid_small_ood2.jsonl.gz --codes artifacts/codes --out artifacts/llm
     binllm llm eval --model artifacts/llm/merged --codes artifacts/codes \\
-        --split ../shared/data/ml-1m-collm/valid_ood2.jsonl.gz
+        --split ../shared/data/ml-1m-collm/valid_ood2.jsonl.gz --report artifacts/reports/llm
     binllm llm export --adapter artifacts/llm/adapter --out artifacts/llm/merged
 
 Each command builds its config from the options, and user-fixable problems exit with status 2 (see cli.py).
@@ -15,13 +15,17 @@ from __future__ import annotations
 import json
 import shlex
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from pydantic import ValidationError
 
 from model_store.contract.prompts import PromptStyle
 from model_store.llm.dataset import CodeLookup
+from model_store.metrics import WARM_MIN_TRAIN_ROWS
+
+if TYPE_CHECKING:
+    from model_store.llm.evaluate import SplitScores
 
 llm_app = typer.Typer(help="LLM: fetch SmolLM2, two-stage LoRA tuning, evaluation, export for vLLM.")
 
@@ -184,11 +188,34 @@ def eval_command(
     batch_size: Annotated[int, typer.Option("--batch-size")] = 32,
     device: Annotated[str | None, typer.Option("--device")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+    report: Annotated[
+        Path | None,
+        typer.Option(
+            "--report",
+            help="Also write roc.png, calibration.png and summary.md (all / warm / cold rows) of the served "
+            "scores into this directory.",
+        ),
+    ] = None,
+    train: Annotated[
+        Path | None,
+        typer.Option(
+            "--train",
+            help="Train split for the warm rows of --report: warm = user and item each have more than "
+            f"{WARM_MIN_TRAIN_ROWS} train rows (the papers' ML-1M rule). Without it, the split's not_cold "
+            "column (1 = both occur in train) marks the warm rows.",
+        ),
+    ] = None,
 ) -> None:
-    """Score a split; print one JSON line {"auc", "uauc", "logloss", "n", "n_cold", ...}."""
-    from model_store.llm.evaluate import evaluate_split
+    """Score a split; print one JSON line {"auc", "uauc", "logloss", "n", "n_cold", ...}.
 
-    metrics = evaluate_split(
+    --report also draws the scored rows (after --max-samples) split into warm and cold, because one AUC
+    hides how differently the model does for users and items with little training history.
+    """
+    from model_store.llm.evaluate import score_split
+
+    if train is not None and report is None:
+        raise typer.BadParameter("--train only decides the warm rows of --report; give --report too")
+    scored = score_split(
         model,
         split,
         adapter_dir=adapter,
@@ -199,7 +226,108 @@ def eval_command(
         device=device,
         progress=progress,
     )
-    typer.echo(json.dumps(metrics, sort_keys=True))
+    if report is not None:
+        _write_eval_report(
+            report, scored, split=split, train=train, model=model, adapter=adapter, codes=codes
+        )
+    typer.echo(json.dumps(scored.metrics, sort_keys=True))
+
+
+def _write_eval_report(
+    out_dir: Path,
+    scored: SplitScores,
+    *,
+    split: Path,
+    train: Path | None,
+    model: Path,
+    adapter: Path | None,
+    codes: Path | None,
+) -> None:
+    """`llm eval --report`: the served scores of the kept rows, warm by --train's rule or by `not_cold`."""
+    from model_store.data.io import read_split
+    from model_store.metrics import describe_warm_rule, warm_mask
+    from model_store.report import write_report
+
+    data = scored.data
+    if train is not None:
+        train_table = read_split(train)
+        warm = warm_mask(
+            data.uids, data.iids, train_table.column("uid").to_numpy(), train_table.column("iid").to_numpy()
+        )
+    elif scored.not_cold is not None:
+        warm = scored.not_cold
+    else:
+        raise typer.BadParameter("the split has no not_cold column; give --train to decide the warm rows")
+    metrics = scored.metrics
+    write_report(
+        out_dir,
+        labels=data.labels,
+        scores=scored.score,
+        warm_mask=warm,
+        user_ids=data.uids,
+        title=f"LLM ({metrics['score']}): {split.name}",
+        extra={
+            "split": str(split.resolve()),
+            "model": str(model.resolve()),
+            "adapter": str(adapter.resolve()) if adapter is not None else "none",
+            "codes": str(codes.resolve()) if codes is not None else "none",
+            "code_version": metrics["code_version"],
+            "with_codes": metrics["with_codes"],
+            "n_cold (text-only prompts)": metrics["n_cold"],
+            "warm rows": describe_warm_rule(str(train.resolve()) if train is not None else None),
+        },
+    )
+    typer.echo(f"report written to {out_dir}", err=True)
+
+
+@llm_app.command("blend")
+def blend_command(
+    model: Annotated[Path, typer.Option("--model", help="Exported model dir (with binllm.json) to update.")],
+    codes: Annotated[Path, typer.Option("--codes", help="The codes directory the model was tuned with.")],
+    split: Annotated[Path, typer.Option("--split", help="Fit split; the papers select on valid_small.")],
+    max_samples: Annotated[
+        int | None, typer.Option("--max-samples", help="Seeded subsample of (user, history) groups' rows.")
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 32,
+    device: Annotated[str | None, typer.Option("--device")] = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+) -> None:
+    """Fit the logistic blend of P(Yes) and the code score on --split; declare it in the model's binllm.json.
+
+    Prints one JSON line: the blend's weights and, on the fit split, the metrics of P(Yes) and of the blend.
+    """
+    from model_store.codes.codebook import load_codes
+    from model_store.llm.blend import fit_fusion, write_fusion
+    from model_store.llm.evaluate import score_split
+
+    book = load_codes(codes)
+    scores = score_split(
+        model,
+        split,
+        codes=book,
+        max_samples=max_samples,
+        seed=seed,
+        batch_size=batch_size,
+        device=device,
+        progress=progress,
+        use_fusion=False,
+    )
+    fusion = fit_fusion(scores, book, fitted_on=f"{split.name} ({len(scores.data)} rows)")
+    blended = [
+        fusion.blend(float(p), book.user_code(u), book.item_code(i), with_codes=bool(w))
+        for p, u, i, w in zip(
+            scores.p_yes, scores.data.uids, scores.data.iids, scores.with_codes, strict=True
+        )
+    ]
+    from model_store.metrics import evaluate_scores
+
+    fit_metrics = {
+        "p_yes": scores.metrics,
+        "blend": dict(evaluate_scores(scores.data.uids, scores.data.labels, blended)),
+    }
+    write_fusion(model, fusion, fit_metrics)
+    typer.echo(json.dumps({"fusion": fusion.model_dump(mode="json"), **fit_metrics}, sort_keys=True))
 
 
 @llm_app.command("export")

@@ -55,6 +55,7 @@ class PromptSet:
     uids: list[int]
     iids: list[int]
     n_cold: int = 0
+    rows: list[int] | None = None  # indices of the kept rows in the split table (None = all, in order)
 
     def __len__(self) -> int:
         return len(self.prompts)
@@ -153,4 +154,5 @@ def build_prompts(
         uids=[int(uid) for uid in columns["uid"]],
         iids=[int(iid) for iid in columns["iid"]],
         n_cold=n_cold,
+        rows=[int(row) for row in keep],
     )

@@ -16,19 +16,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from peft import PeftModel
-from tqdm.auto import tqdm
 
+from model_store.contract.fusion import ScoreFusion
 from model_store.contract.prompts import PromptStyle
 from model_store.contract.snapshot import MANIFEST_FILENAME, ModelManifest
 from model_store.data.io import read_split
-from model_store.llm.dataset import CodeLookup, build_prompts
+from model_store.llm.dataset import CodeLookup, PromptSet, build_prompts
 from model_store.llm.models import load_causal_lm
 from model_store.llm.scorer import PromptScorer
+from model_store.llm.trainer import score_margins
 from model_store.llm.tune import read_adapter_card
 from model_store.metrics import evaluate_scores
-
-CHUNK_PROMPTS = 512  # prompts per progress-bar step
 
 
 @dataclass(frozen=True)
@@ -60,7 +60,36 @@ def load_scorer(model_dir: Path, adapter_dir: Path | None, device: str | None) -
     return PromptScorer(model, tokenizer)
 
 
-def evaluate_split(
+@dataclass(frozen=True)
+class SplitScores:
+    """Per-row scores of one split: the LLM's P(Yes), the served score, and how each row was prompted."""
+
+    data: PromptSet
+    p_yes: np.ndarray  # [N] the LLM's P(Yes)
+    score: np.ndarray  # [N] what /predict returns: P(Yes), or the manifest's blend
+    with_codes: np.ndarray  # [N] bool: the prompt carried both codes
+    not_cold: np.ndarray | None  # [N] the split's not_cold column when it has one
+    metrics: dict[str, Any]
+
+
+def read_fusion(model_dir: Path, adapter_dir: Path | None) -> ScoreFusion | None:
+    """The blend declared in an exported model's manifest (adapters and bare models have none)."""
+    manifest_path = model_dir / MANIFEST_FILENAME
+    if adapter_dir is not None or not manifest_path.is_file():
+        return None
+    return ModelManifest.model_validate_json(manifest_path.read_text(encoding="utf-8")).fusion
+
+
+def subset_metrics(data: PromptSet, scores: np.ndarray, mask: np.ndarray) -> dict[str, Any]:
+    """AUC/UAUC/logloss/n on the rows in `mask`; NaN figures where a label is missing there."""
+    uids = np.asarray(data.uids)[mask]
+    labels = np.asarray(data.labels)[mask]
+    if len(set(labels.tolist())) < 2:
+        return {"auc": float("nan"), "uauc": float("nan"), "n": int(mask.sum())}
+    return dict(evaluate_scores(uids, labels, scores[mask]))
+
+
+def score_split(
     model_dir: str | Path,
     split: str | Path,
     *,
@@ -71,8 +100,14 @@ def evaluate_split(
     batch_size: int = 32,
     device: str | None = None,
     progress: bool = True,
-) -> dict[str, Any]:
-    """The metrics line of `binllm llm eval`: auc, uauc, logloss, n, n_cold, with_codes, code_version."""
+    use_fusion: bool = True,
+) -> SplitScores:
+    """Score every (kept) row of a split exactly as the service would, prefixes shared across users.
+
+    `max_samples` keeps whole (user, history) groups (see `build_prompts`), so a subsample still shares
+    prefixes. Metrics: auc/uauc/logloss/n of the served score, `warm`/`cold` by the split's `not_cold`
+    column, `p_yes` (the LLM alone) when a blend is served, n_cold, with_codes, code_version.
+    """
     model_path = Path(model_dir)
     adapter_path = Path(adapter_dir) if adapter_dir is not None else None
     plan = prompting_plan(model_path, adapter_path, codes)
@@ -80,16 +115,42 @@ def evaluate_split(
     style = plan.style
     if prompt_codes is not None and prompt_codes.bits != style.bits:
         raise ValueError(f"codes have {prompt_codes.bits} bits but the model was tuned on {style.bits}")
+    table = read_split(split)
     data = build_prompts(
-        read_split(split), codes=prompt_codes, style=style, max_samples=max_samples, seed=seed
+        table, codes=prompt_codes, style=style, max_samples=max_samples, seed=seed, sample_groups=True
     )
     scorer = load_scorer(model_path, adapter_path, device)
-    scores: list[float] = []
-    for start in tqdm(range(0, len(data), CHUNK_PROMPTS), desc="eval", disable=not progress):
-        scores.extend(
-            scorer.score_prompts(data.prompts[start : start + CHUNK_PROMPTS], batch_size=batch_size)
+    margins = score_margins(
+        scorer.model, scorer.tokenizer, data, scorer.answer_tokens, batch_size=batch_size, progress=progress
+    )
+    p_yes = 1.0 / (1.0 + np.exp(-margins.astype(np.float64)))  # [N]
+    user_codes = [codes.user_code(uid) if codes is not None else None for uid in data.uids]
+    item_codes = [codes.item_code(iid) if codes is not None else None for iid in data.iids]
+    with_codes = np.array(
+        [
+            prompt_codes is not None and u is not None and i is not None
+            for u, i in zip(user_codes, item_codes, strict=True)
+        ]
+    )
+    fusion = read_fusion(model_path, adapter_path) if use_fusion else None
+    score = p_yes
+    if fusion is not None:
+        score = np.array(
+            [
+                fusion.blend(float(p), u, i, with_codes=bool(w))
+                for p, u, i, w in zip(p_yes, user_codes, item_codes, with_codes, strict=True)
+            ]
         )
-    metrics: dict[str, Any] = dict(evaluate_scores(data.uids, data.labels, scores))
+    not_cold = None
+    if "not_cold" in table.column_names and data.rows is not None:
+        not_cold = np.asarray(table.column("not_cold").to_numpy())[np.asarray(data.rows)].astype(bool)
+    metrics: dict[str, Any] = dict(evaluate_scores(data.uids, data.labels, score))
+    if not_cold is not None:
+        metrics["warm"] = subset_metrics(data, score, not_cold)
+        metrics["cold"] = subset_metrics(data, score, ~not_cold)
+    if fusion is not None:
+        metrics["p_yes"] = dict(evaluate_scores(data.uids, data.labels, p_yes))
+    metrics["score"] = "blend" if fusion is not None else "p_yes"
     # Rows a code-tuned model saw in the text-only wording: all of them when no codes were given.
     metrics["n_cold"] = (data.n_cold if prompt_codes is not None else len(data)) if plan.with_codes else 0
     metrics["with_codes"] = plan.with_codes
@@ -100,4 +161,9 @@ def evaluate_split(
         and prompt_codes.version != plan.code_version
     ):
         metrics["warning"] = f"codes version {prompt_codes.version} != tuned with {plan.code_version}"
-    return metrics
+    return SplitScores(data, p_yes, score, with_codes, not_cold, metrics)
+
+
+def evaluate_split(model_dir: str | Path, split: str | Path, **options: Any) -> dict[str, Any]:
+    """The metrics line of `binllm llm eval` (see `score_split`)."""
+    return score_split(model_dir, split, **options).metrics

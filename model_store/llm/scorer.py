@@ -19,20 +19,8 @@ import torch
 from transformers import DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from model_store.llm.answer import AnswerTokens, find_answer_tokens, yes_no_margin
+from model_store.llm.grouped import common_prefix_length
 from model_store.llm.models import load_causal_lm
-
-
-def common_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
-    """Length of the longest token prefix that every sequence shares (0 for no sequences)."""
-    if not sequences:
-        return 0
-    shortest = min(len(seq) for seq in sequences)
-    first = sequences[0]
-    for position in range(shortest):
-        token = first[position]
-        if any(seq[position] != token for seq in sequences):
-            return position
-    return shortest
 
 
 class PromptScorer:

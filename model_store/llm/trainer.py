@@ -67,11 +67,18 @@ def pad_token_id(tokenizer: PreTrainedTokenizerBase) -> int:
 def prefix_groups(
     tokenizer: PreTrainedTokenizerBase, data: PromptSet, *, share_prefixes: bool = True
 ) -> list[PrefixGroup]:
-    """The prompt set's rows grouped by user prefix (tokenised once), or one group per row with no prefix."""
+    """The prompt set's rows grouped by user prefix (tokenised once).
+
+    `share_prefixes=False` keeps the same groups (so the same batches) but runs every prompt whole: the
+    reference that the shared path must match.
+    """
     token_ids = [list(ids) for ids in tokenizer(data.prompts)["input_ids"]]
-    if not share_prefixes:
-        return [PrefixGroup((), (tuple(ids),), (row,)) for row, ids in enumerate(token_ids)]
-    return [make_group(token_ids, rows) for rows in group_rows(data.prefixes)]
+    groups = [make_group(token_ids, rows) for rows in group_rows(data.prefixes)]
+    if share_prefixes:
+        return groups
+    return [
+        PrefixGroup((), tuple(tuple(token_ids[row]) for row in group.rows), group.rows) for group in groups
+    ]
 
 
 @torch.no_grad()

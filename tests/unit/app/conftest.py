@@ -13,6 +13,7 @@ import pytest
 
 from app.scorers.base import PromptGroup
 from app.scorers.instant import pseudo_score
+from model_store.contract.fusion import ScoreFusion
 from model_store.contract.snapshot import ItemEntry, ModelManifest, SnapshotManifest, UserEntry
 from model_store.publish import Snapshot
 from model_store.publish_directory import DirectoryPublisher
@@ -30,8 +31,14 @@ ITEMS = {
 }
 
 
-def make_snapshot(version: str = "v1", *, with_codes: bool = True, model_version: str = "m-test") -> Snapshot:
-    """The test catalogue under `version`, for a model tuned with or without codes."""
+def make_snapshot(
+    version: str = "v1",
+    *,
+    with_codes: bool = True,
+    model_version: str = "m-test",
+    fusion: ScoreFusion | None = None,
+) -> Snapshot:
+    """The test catalogue under `version`, for a model tuned with or without codes (and maybe a blend)."""
     model = ModelManifest(
         model_version=model_version,
         with_codes=with_codes,
@@ -40,6 +47,7 @@ def make_snapshot(version: str = "v1", *, with_codes: bool = True, model_version
         yes_token_id=1,
         no_token_id=2,
         code_version="c-test",
+        fusion=fusion,
     )
     manifest = SnapshotManifest(
         version=version,

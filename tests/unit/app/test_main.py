@@ -36,6 +36,7 @@ def test_predict_returns_scores_in_request_order(client: TestClient) -> None:
     assert response.status_code == 200
     body = PredictResponse.model_validate(response.json())
     assert [s.item_id for s in body.scores] == ["i3", "i1"] and body.cold == ["i3"]
+    assert body.score_kind == "p_yes" and all(s.score == s.p_yes for s in body.scores)
 
 
 def test_predict_unknown_item_returns_404_naming_it(client: TestClient) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from app.schemas import PredictRequest, PredictResponse
 from app.scorers.instant import pseudo_score
 from app.service import PredictService
 from app.store.directory import DirectoryStore
+from model_store.contract.fusion import CodeScore, ScoreFusion
 from model_store.contract.prompts import CandidateItem, PromptStyle, UserContext, render_prompt
 from model_store.publish_directory import DirectoryPublisher
 
@@ -125,3 +127,62 @@ def test_backend_returning_too_few_scores_is_a_backend_error(snapshot_dir: Path,
     scorer.wrong_count = True
     with pytest.raises(BackendResponseError):
         predict(snapshot_dir, scorer, user_id="u1", item_ids=["i1", "i2"])
+
+
+# Warm and cold weights differ in every term, so using the wrong wording's weights changes the score.
+FUSION = ScoreFusion(
+    codes=CodeScore(bits=32, scale=0.05, bias=-0.3, unknown_user_code=0, unknown_item_code=0x0000FFFF),
+    warm=(0.7, 1.5, 0.2),
+    cold=(1.1, 0.4, -0.5),
+    fitted_on="valid_small",
+)
+
+
+def by_hand(p_yes: float, inner: int, weights: tuple[float, float, float]) -> float:
+    """sigmoid(w_llm * logit(P(Yes)) + w_code * (scale * <c_u, c_i> + bias) + b), written out."""
+    w_llm, w_code, bias = weights
+    z = w_llm * math.log(p_yes / (1.0 - p_yes)) + w_code * (0.05 * inner - 0.3) + bias
+    return 1.0 / (1.0 + math.exp(-z))
+
+
+def test_without_fusion_score_is_p_yes(snapshot_dir: Path, scorer: Any) -> None:
+    response = predict(snapshot_dir, scorer, user_id="u1", item_ids=["i1", "i3"])
+    assert response.score_kind == "p_yes"
+    assert [s.p_yes for s in response.scores] == [
+        expected(U1, "Toy Story (1995)", 1, True),
+        expected(U1, "Brand New (2024)", None, False),
+    ]
+    assert all(s.score == s.p_yes for s in response.scores)
+
+
+def test_fusion_in_the_manifest_blends_each_score_with_its_wordings_weights(
+    tmp_path: Path, scorer: Any, snapshot_factory: Any
+) -> None:
+    DirectoryPublisher(tmp_path).publish(snapshot_factory(fusion=FUSION))
+    response = predict(tmp_path, scorer, user_id="u1", item_ids=["i1", "i3", "i1"])
+    assert response.score_kind == "blend" and response.cold == ["i3"]
+    warm, cold, again = response.scores
+    # i1 is warm: u1 0xF0F0F0F0 vs item 0x00000001 differ in 17 bits -> <c_u, c_i> = 32 - 34 = -2.
+    assert warm.p_yes == expected(U1, "Toy Story (1995)", 1, True)
+    assert warm.score == pytest.approx(by_hand(warm.p_yes, -2, FUSION.warm), rel=1e-12)
+    assert warm.score == FUSION.blend(warm.p_yes, 0xF0F0F0F0, 1, with_codes=True)
+    # i3 is cold with no code: the unknown item code 0x0000FFFF differs from u1 in 16 bits -> inner 0.
+    assert cold.p_yes == expected(U1, "Brand New (2024)", None, False)
+    assert cold.score == pytest.approx(by_hand(cold.p_yes, 0, FUSION.cold), rel=1e-12)
+    assert cold.score == FUSION.blend(cold.p_yes, 0xF0F0F0F0, None, with_codes=False)
+    assert warm.score != warm.p_yes and cold.score != cold.p_yes
+    assert again == warm
+
+
+def test_fusion_uses_cold_weights_and_the_unknown_user_code_for_a_codeless_user(
+    tmp_path: Path, scorer: Any, snapshot_factory: Any
+) -> None:
+    DirectoryPublisher(tmp_path).publish(snapshot_factory(fusion=FUSION))
+    response = predict(tmp_path, scorer, user_id="u2", item_ids=["i2"])
+    (only,) = response.scores
+    assert response.cold == ["i2"] and response.score_kind == "blend"
+    assert only.p_yes == expected(
+        UserContext(history_titles=("Alien (1979)",)), "Jumanji (1995)", 0xFFFF0000, False
+    )
+    # unknown user code 0 vs item 0xFFFF0000 differ in 16 bits -> inner 0.
+    assert only.score == pytest.approx(by_hand(only.p_yes, 0, FUSION.cold), rel=1e-12)

@@ -1,0 +1,61 @@
+"""`binllm llm eval --report`: the report covers the scored rows, warm by `not_cold` or by the --train rule."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from model_store.data.io import rows_to_table, write_split
+from model_store.llm.commands import llm_app
+from model_store.report import CALIBRATION_FILENAME, ROC_FILENAME, SUMMARY_FILENAME
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _split(path: Path, users: tuple[int, ...], items: tuple[int, ...]) -> Path:
+    """Every (user, item) pair; `not_cold` = 1 for users below 3 only."""
+    rows = [
+        {
+            "uid": uid,
+            "iid": iid,
+            "label": (uid + iid) % 2,
+            "timestamp": uid * 1000 + iid,
+            "his": [0, 5],
+            "his_title": ["", "Heat (1995)"],
+            "title": f"Film {iid} (1999)",
+            "flag": 0,
+            "not_cold": int(uid < 3),
+        }
+        for uid in users
+        for iid in items
+    ]
+    return write_split(rows_to_table(rows), path)
+
+
+def _row(summary: str, name: str) -> list[str]:
+    line = next(line for line in summary.splitlines() if line.startswith(f"| {name} |"))
+    return [cell.strip() for cell in line.strip("|").split("|")]
+
+
+def test_llm_eval_report_by_not_cold_and_by_train_rule(tiny_llama_dir: Path, tmp_path: Path) -> None:
+    split = _split(tmp_path / "valid.parquet", (1, 2, 7), (10, 11, 12, 13))
+    # Train: user 1 (16 rows) and items 10..13 (4 rows each); user 2, not_cold in the split, has none.
+    train = _split(tmp_path / "train.parquet", (1, 1, 1, 1), (10, 11, 12, 13))
+    base = ["eval", "--model", str(tiny_llama_dir), "--split", str(split), "--no-progress"]
+
+    result = CliRunner().invoke(llm_app, [*base, "--report", str(tmp_path / "r1")])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout.strip().splitlines()[-1])
+    summary = (tmp_path / "r1" / SUMMARY_FILENAME).read_text(encoding="utf-8")
+    assert _row(summary, "all")[1] == "12" and _row(summary, "all")[3] == f"{metrics['auc']:.4f}"
+    assert _row(summary, "warm")[1] == "8" and _row(summary, "cold")[1] == "4"
+    for name in (ROC_FILENAME, CALIBRATION_FILENAME):
+        assert (tmp_path / "r1" / name).read_bytes().startswith(b"\x89PNG")
+
+    result = CliRunner().invoke(llm_app, [*base, "--report", str(tmp_path / "r2"), "--train", str(train)])
+    assert result.exit_code == 0, result.output
+    summary = (tmp_path / "r2" / SUMMARY_FILENAME).read_text(encoding="utf-8")
+    assert _row(summary, "warm")[1] == "4" and _row(summary, "cold")[1] == "8"
