@@ -87,6 +87,12 @@ def create_app(
         app.state.store = the_store
         app.state.scorer = the_scorer
         app.state.service = PredictService(the_store, the_scorer, max_candidates=resolved.max_candidates)
+        manifest = the_store.manifest
+        if manifest is not None:  # say at start-up which model answers (tuned, or the untuned demo)
+            note = manifest.model.metrics.get("note", "no note in the model manifest")
+            logger.info(
+                "serving snapshot %s, model %s: %s", manifest.version, manifest.model.model_version, note
+            )
         try:
             yield
         finally:

@@ -88,3 +88,6 @@ class ReadyResponse(BaseModel):
     status: str = "ready"
     snapshot_version: str
     backend: str
+    model_note: str | None = Field(
+        default=None, description="What the served model is (tuned ML-1M, or the untuned synthetic demo)."
+    )

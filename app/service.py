@@ -182,4 +182,7 @@ class PredictService:
             raise NotReadyError("not ready: " + "; ".join(reasons))
         manifest = self.store.manifest
         version = manifest.version if manifest is not None else "?"
-        return ReadyResponse(snapshot_version=version, backend=self.scorer.name)
+        note = manifest.model.metrics.get("note") if manifest is not None else None
+        return ReadyResponse(
+            snapshot_version=version, backend=self.scorer.name, model_note=str(note) if note else None
+        )

