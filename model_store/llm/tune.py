@@ -138,9 +138,26 @@ def tune(config: TuneConfig, *, codes: CodeLookup | None = None) -> AdapterCard:
             )
         )
         state = StageTrainer(config, model, tokenizer, answer, stage, train, valid).run(state, optimizer_from)
+        write_stage_card(config, stage, state)
         optimizer_from = None
         state = state.next_stage()
     return finish(config, model, state)
+
+
+def write_stage_card(config: TuneConfig, stage: int, state: TrainState) -> None:
+    """A card beside the stage's best adapter, so `llm eval --adapter stageN/best` prompts it as it was tuned."""
+    best_dir = Path(config.out_dir) / f"stage{stage}" / "best"
+    if not best_dir.is_dir():
+        return
+    card = AdapterCard(
+        base_model=config.base_model,
+        prompt_style=config.prompt_style,
+        with_codes=stage == 2,
+        code_version=config.code_version if stage == 2 else None,
+        stages=tuple(s for s in config.stages if s <= stage),
+        metrics={"valid_auc": state.stage_results.get(f"stage{stage}", {}).get("best_auc")},
+    )
+    write_json(best_dir / ADAPTER_CARD_FILENAME, card.model_dump(mode="json"))
 
 
 def finish(config: TuneConfig, model: PeftModel, state: TrainState) -> AdapterCard:
