@@ -1,9 +1,10 @@
 """Stage-2 tuning throughput on real ML-1M prompts: today's recipe against the fast one, in one process.
 
 Baseline ("paper"): the papers' wording with 32-bit binary codes, whole-prompt batches, LoRA r8 on q/v of
-every layer (the first recipe we tried). Fast ("serving"): the serving layout with hex codes, each user
-prefix run once per batch (`model_store/llm/grouped.py`), LoRA on the top layers only, so the frozen layers
-below need no backward pass. Both run the same number of optimizer steps on the same seeded rows, a warm-up
+every layer (the first recipe we tried), rows drawn one by one. Fast ("serving"): the serving layout with
+hex codes, rows drawn by (user, history) group as `binllm llm tune` does, each user prefix run once per
+batch (`model_store/llm/grouped.py`), LoRA r16 on all projections of the top 10 layers only, so the frozen
+layers below need no backward pass. Both run the same number of optimizer steps on the same seeded rows, a warm-up
 step first; the figure is prompts per second of training (forward + backward + AdamW), machine as it is.
 
     python bench/tune_throughput.py [--rows 192] [--batch-size 16] [--threads 2]
@@ -78,7 +79,14 @@ def measure(config: TuneConfig, rows: int, steps: int) -> float:
     model = attach_lora(base, config)
     answer = find_answer_tokens(tokenizer)
     table = read_split(config.train)
-    train = build_prompts(table, codes=codes, style=config.prompt_style, max_samples=rows, seed=0)
+    train = build_prompts(
+        table,
+        codes=codes,
+        style=config.prompt_style,
+        max_samples=rows,
+        seed=0,
+        sample_groups=config.share_prefixes,  # as `binllm llm tune` draws its subsample
+    )
     trainer = StageTrainer(config, model, tokenizer, answer, 2, train, train)
     batches = trainer.epoch_batches(0)
     trainer._backward(batches[0])  # warm-up: allocator, kernels

@@ -248,8 +248,12 @@ def test_demo_build_publishes_to_redis_once_and_skips_when_current(
     monkeypatch.setattr(demo, "ensure_codes", lambda paths, retrain=False: DemoCodes())
     monkeypatch.setattr(demo, "ensure_model", fake_model)
     small = DemoDataConfig(n_users=10, n_items=15, min_per_user=4, max_per_user=6)
-    first = demo.build_demo(tmp_path, redis_url=redis_server, namespace="demo", data_config=small)
-    second = demo.build_demo(tmp_path, redis_url=redis_server, namespace="demo", data_config=small)
+    first = demo.build_demo(
+        tmp_path, redis_url=redis_server, namespace="demo", data_config=small, source="synthetic"
+    )
+    second = demo.build_demo(
+        tmp_path, redis_url=redis_server, namespace="demo", data_config=small, source="synthetic"
+    )
     assert first["redis_version"] == second["redis_version"]
     publisher = RedisPublisher.from_url(redis_server, namespace="demo")
     assert publisher.versions() == [first["redis_version"]]

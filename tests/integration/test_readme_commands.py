@@ -19,7 +19,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = ROOT.parent / "shared"
-MARK = re.compile(r"<!-- run-by: tests/integration/test_readme_commands\.py::(\w+) -->\s*```bash\n(.*?)```", re.S)
+MARK = re.compile(
+    r"<!-- run-by: tests/integration/test_readme_commands\.py::(\w+) -->\s*```bash\n(.*?)```", re.S
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -40,7 +42,9 @@ def run_block(name: str, workdir: Path, timeout: int) -> subprocess.CompletedPro
     result = subprocess.run(
         ["bash", "-c", script], cwd=workdir, env=env, capture_output=True, text=True, timeout=timeout
     )
-    assert result.returncode == 0, f"README block {name!r} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    assert result.returncode == 0, (
+        f"README block {name!r} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    )
     return result
 
 

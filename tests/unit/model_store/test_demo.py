@@ -15,6 +15,7 @@ from model_store.data.io import read_split
 from model_store.data.schema import FLAG_TEST, FLAG_TRAIN, FLAG_VALID
 from model_store.demo import DemoPaths, ensure_data, ensure_published
 from model_store.demo_data import DemoDataConfig, demo_titles, generate_raw, write_demo_data
+from model_store.errors import BinllmJobError
 from model_store.metrics import auc
 from model_store.publish_directory import DirectoryPublisher
 
@@ -133,9 +134,33 @@ def test_build_skips_every_step_on_a_second_run(tmp_path: Path, monkeypatch: pyt
 
     monkeypatch.setattr(demo, "ensure_codes", fake_codes)
     monkeypatch.setattr(demo, "ensure_model", fake_model)
-    first = demo.build_demo(tmp_path, data_config=SMALL)
+    first = demo.build_demo(tmp_path, data_config=SMALL, source="synthetic")
     data_mtime = (tmp_path / "data" / "train.parquet").stat().st_mtime_ns
-    second = demo.build_demo(tmp_path, data_config=SMALL)
+    second = demo.build_demo(tmp_path, data_config=SMALL, source="synthetic")
     assert (tmp_path / "data" / "train.parquet").stat().st_mtime_ns == data_mtime
     assert first["directory_version"] == second["directory_version"]
     assert DirectoryPublisher(tmp_path / "snapshot").active_version() == first["directory_version"]
+
+
+def test_auto_falls_back_to_the_synthetic_demo_and_says_why(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(demo, "ensure_codes", lambda paths, retrain=False: FakeCodes())
+
+    def fake_model(paths: DemoPaths, codes: FakeCodes) -> ModelManifest:
+        write_model_manifest(paths.model, "model-1")
+        return ModelManifest.model_validate_json((paths.model / MANIFEST_FILENAME).read_text())
+
+    monkeypatch.setattr(demo, "ensure_model", fake_model)
+    result = demo.build_demo(tmp_path / "out", data_config=SMALL, ml1m_dir=tmp_path / "no-such-dir")
+    assert result["flavour"] == "synthetic"
+    assert "ML-1M splits not found" in result["why"] and "untuned synthetic demo" in result["why"]
+
+
+def test_ml1m_source_refuses_when_its_inputs_are_missing(tmp_path: Path) -> None:
+    with pytest.raises(BinllmJobError, match="ML-1M splits not found"):
+        demo.build_demo(tmp_path, source="ml1m", ml1m_dir=tmp_path)
+    for name in demo.ML1M_SPLITS:
+        (tmp_path / name).write_bytes(b"")
+    assert demo.ml1m_missing(tmp_path, shipped=tmp_path / "nothing") is not None
+    assert "no tuned adapter" in str(demo.ml1m_missing(tmp_path, shipped=tmp_path / "nothing"))
