@@ -65,6 +65,18 @@ def build_scorer(settings: ServiceSettings, store: CatalogStore) -> Scorer:
     return InstantScorer()
 
 
+async def log_what_is_served(store: CatalogStore) -> None:
+    """Say at start-up which model answers (the tuned ML-1M model, or the untuned synthetic demo)."""
+    log = logging.getLogger("uvicorn.error")  # uvicorn's configured logger, so the line is shown
+    reasons = await store.not_ready_reasons()
+    manifest = store.manifest
+    if manifest is None:
+        log.warning("no snapshot to serve yet: %s", "; ".join(reasons) or "unknown reason")
+        return
+    note = manifest.model.metrics.get("note", "no note in the model manifest")
+    log.info("serving snapshot %s, model %s: %s", manifest.version, manifest.model.model_version, note)
+
+
 def create_app(
     settings: ServiceSettings | None = None,
     *,
@@ -87,12 +99,7 @@ def create_app(
         app.state.store = the_store
         app.state.scorer = the_scorer
         app.state.service = PredictService(the_store, the_scorer, max_candidates=resolved.max_candidates)
-        manifest = the_store.manifest
-        if manifest is not None:  # say at start-up which model answers (tuned, or the untuned demo)
-            note = manifest.model.metrics.get("note", "no note in the model manifest")
-            logger.info(
-                "serving snapshot %s, model %s: %s", manifest.version, manifest.model.model_version, note
-            )
+        await log_what_is_served(the_store)
         try:
             yield
         finally:
