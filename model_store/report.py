@@ -45,6 +45,25 @@ _DPI = 110
 SubsetMetrics = dict[str, float | int | None]
 
 
+def warm_rows(
+    user_ids: ArrayLike, item_ids: ArrayLike, *, train: Path | None, not_cold: ArrayLike | None
+) -> np.ndarray:
+    """Which rows a report calls warm: the papers' rule against `train` if given, else the `not_cold` column."""
+    if train is not None:
+        from model_store.data.io import read_split
+
+        table = read_split(train)
+        return metrics.warm_mask(
+            np.asarray(user_ids),
+            np.asarray(item_ids),
+            table.column("uid").to_numpy(),
+            table.column("iid").to_numpy(),
+        )
+    if not_cold is None:
+        raise ValueError("the split has no not_cold column; give --train to decide the warm rows")
+    return np.asarray(not_cold).astype(bool)
+
+
 def write_report(
     out_dir: Path,
     *,

@@ -22,7 +22,7 @@ from model_store.codes.codebook import load_codes
 from model_store.codes.config import CodesTrainConfig
 from model_store.codes.evaluation import Interactions, evaluate_split
 from model_store.data.io import read_split
-from model_store.metrics import WARM_MIN_TRAIN_ROWS, describe_warm_rule, warm_mask
+from model_store.metrics import WARM_MIN_TRAIN_ROWS, describe_warm_rule
 
 _DEFAULTS = CodesTrainConfig()
 codes_app = typer.Typer(help="BinMF binary codes: train an encoder, evaluate stored codes.")
@@ -133,20 +133,13 @@ def eval_command(
     metrics = evaluate_split(book, table)
     if report is not None:
         # Imported here: matplotlib is an ml extra, and plain `codes eval` must work without it.
-        from model_store.report import write_report
+        from model_store.report import warm_rows, write_report
 
         data = Interactions.from_table(table)
         scores, _ = book.score(data.user_ids, data.item_ids)
-        if train is not None:
-            train_table = read_split(train)
-            warm = warm_mask(
-                data.user_ids,
-                data.item_ids,
-                train_table.column("uid").to_numpy(),
-                train_table.column("iid").to_numpy(),
-            )
-        else:
-            warm = table.column("not_cold").to_numpy().astype(bool)
+        warm = warm_rows(
+            data.user_ids, data.item_ids, train=train, not_cold=table.column("not_cold").to_numpy()
+        )
         write_report(
             report,
             labels=data.labels,

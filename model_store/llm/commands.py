@@ -259,20 +259,14 @@ def _write_eval_report(
     codes: Path | None,
 ) -> None:
     """`llm eval --report`: the served scores of the kept rows, warm by --train's rule or by `not_cold`."""
-    from model_store.data.io import read_split
-    from model_store.metrics import describe_warm_rule, warm_mask
-    from model_store.report import write_report
+    from model_store.metrics import describe_warm_rule
+    from model_store.report import warm_rows, write_report
 
     data = scored.data
-    if train is not None:
-        train_table = read_split(train)
-        warm = warm_mask(
-            data.uids, data.iids, train_table.column("uid").to_numpy(), train_table.column("iid").to_numpy()
-        )
-    elif scored.not_cold is not None:
-        warm = scored.not_cold
-    else:
-        raise typer.BadParameter("the split has no not_cold column; give --train to decide the warm rows")
+    try:
+        warm = warm_rows(data.uids, data.iids, train=train, not_cold=scored.not_cold)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
     metrics = scored.metrics
     write_report(
         out_dir,
