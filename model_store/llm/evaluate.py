@@ -151,6 +151,9 @@ def score_split(
         metrics["cold"] = subset_metrics(data, score, ~not_cold)
     if fusion is not None:
         metrics["p_yes"] = dict(evaluate_scores(data.uids, data.labels, p_yes))
+        if not_cold is not None:
+            metrics["p_yes"]["warm"] = subset_metrics(data, p_yes, not_cold)
+            metrics["p_yes"]["cold"] = subset_metrics(data, p_yes, ~not_cold)
     code_scores = getattr(codes, "score", None)
     if code_scores is not None:  # the codes alone on the very same rows, for comparison
         alone = np.asarray(code_scores(np.asarray(data.uids), np.asarray(data.iids))[0])
