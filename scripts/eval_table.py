@@ -3,7 +3,7 @@
     python scripts/eval_table.py /work/runs/ml1m/eval
 
 Rows: codes alone (on the same rows as the LLMs, and on the whole of valid), the untuned model, the text-only
-model (stage 1), BinLLM (stage 2, the LLM's own P(Yes)) and the served blend; columns: AUC / UAUC / logloss on
+model (stage 1), BinLLM (stage 2, the LLM's own P(Yes)) and its blend with the code score; columns: AUC / UAUC / logloss on
 all rows, then AUC on warm and cold rows (the split's not_cold column).
 """
 
@@ -45,8 +45,8 @@ def main() -> None:
         ),
         ("untuned SmolLM2 (with codes)", *_split(read(eval_dir / "untuned.json"))),
         ("text-only, stage 1", *_split(read(eval_dir / "text_only.json"))),
-        ("BinLLM, stage 2: P(Yes)", *_split(blend["p_yes"])),
-        ("BinLLM blend (served `score`)", blend, blend.get("warm"), blend.get("cold")),
+        ("BinLLM, stage 2: P(Yes), served", *_split(blend["p_yes"])),
+        ("blend of P(Yes) and codes (not served)", blend, blend.get("warm"), blend.get("cold")),
     ]
     print("| model | AUC | UAUC | logloss | warm AUC | cold AUC | rows |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
