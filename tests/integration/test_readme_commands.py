@@ -68,7 +68,7 @@ def test_readme_llm_walkthrough(tmp_path: Path) -> None:
     assert any("best_epoch" in line for line in lines)  # codes train
     card = next(line for line in lines if "stages" in line and "with_codes" in line)  # llm tune
     assert card["with_codes"] is True and card["stages"] == [1, 2]
-    blend = next(line for line in lines if "fusion" in line)
+    blend = next(line for line in lines if "blend" in line and "p_yes" in line)
     assert set(blend) >= {"fusion", "p_yes", "blend"}
     metrics = next(line for line in lines if "uauc" in line and "warm" in line)  # llm eval
     assert 0.0 <= float(metrics["auc"]) <= 1.0 and metrics["score"] == "blend"  # type: ignore[arg-type]
