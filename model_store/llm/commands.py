@@ -311,7 +311,7 @@ def blend_command(
     """
     from model_store.codes.codebook import load_codes
     from model_store.llm.blend import fit_fusion, write_fusion
-    from model_store.llm.evaluate import score_split
+    from model_store.llm.evaluate import blended_scores, score_split
 
     book = load_codes(codes)
     scores = score_split(
@@ -326,12 +326,7 @@ def blend_command(
         use_fusion=False,
     )
     fusion = fit_fusion(scores, book, fitted_on=f"{split.name} ({len(scores.data)} rows)")
-    blended = [
-        fusion.blend(float(p), book.user_code(u), book.item_code(i), with_codes=bool(w))
-        for p, u, i, w in zip(
-            scores.p_yes, scores.data.uids, scores.data.iids, scores.with_codes, strict=True
-        )
-    ]
+    blended = blended_scores(fusion, scores.p_yes, scores.data, book, scores.with_codes)
     from model_store.metrics import evaluate_scores
 
     fit_metrics = {

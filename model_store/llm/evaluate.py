@@ -89,6 +89,23 @@ def subset_metrics(data: PromptSet, scores: np.ndarray, mask: np.ndarray) -> dic
     return dict(evaluate_scores(uids, labels, scores[mask]))
 
 
+def blended_scores(
+    fusion: ScoreFusion, p_yes: np.ndarray, data: PromptSet, codes: CodeLookup | None, with_codes: np.ndarray
+) -> np.ndarray:
+    """The blend of each row's P(Yes) with its code score (unknown ids use the blend's unknown codes)."""
+    return np.array(
+        [
+            fusion.blend(
+                float(p),
+                codes.user_code(u) if codes is not None else None,
+                codes.item_code(i) if codes is not None else None,
+                with_codes=bool(w),
+            )
+            for p, u, i, w in zip(p_yes, data.uids, data.iids, with_codes, strict=True)
+        ]
+    )
+
+
 def score_split(
     model_dir: str | Path,
     split: str | Path,
@@ -134,14 +151,7 @@ def score_split(
         ]
     )
     fusion = read_fusion(model_path, adapter_path) if use_fusion else None
-    score = p_yes
-    if fusion is not None:
-        score = np.array(
-            [
-                fusion.blend(float(p), u, i, with_codes=bool(w))
-                for p, u, i, w in zip(p_yes, user_codes, item_codes, with_codes, strict=True)
-            ]
-        )
+    score = blended_scores(fusion, p_yes, data, codes, with_codes) if fusion is not None else p_yes
     not_cold = None
     if "not_cold" in table.column_names and data.rows is not None:
         not_cold = np.asarray(table.column("not_cold").to_numpy())[np.asarray(data.rows)].astype(bool)
