@@ -42,6 +42,8 @@ def build_store(settings: ServiceSettings) -> CatalogStore:
             item_cache_size=settings.item_cache_size,
             max_connections=settings.redis_max_connections,
             timeout_s=settings.redis_timeout_s,
+            retries=settings.redis_retries,
+            health_check_interval_s=settings.redis_health_check_s,
         )
     from app.store.directory import DirectoryStore
 

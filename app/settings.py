@@ -73,6 +73,18 @@ class ServiceSettings(BaseSettings):
     redis_timeout_s: float = Field(
         default=1.0, gt=0, description="Redis connect and per-command timeout, seconds."
     )
+    redis_retries: int = Field(
+        default=2,
+        ge=0,
+        le=10,
+        description="Retries of a Redis call that failed on a dead connection (Redis restarted), each on a "
+        "fresh connection with exponential backoff; timeouts are not retried.",
+    )
+    redis_health_check_s: float = Field(
+        default=5.0,
+        ge=0,
+        description="A pooled Redis connection idle this long is PINGed before use; 0 = never.",
+    )
     snapshot_dir: Path = Field(default=DEFAULT_SNAPSHOT_DIR, description="Root of directory snapshots.")
     max_candidates: int = Field(default=256, ge=1, le=4096, description="Most item_ids in one request.")
     item_cache_size: int = Field(default=100_000, ge=0, description="In-process item cache entries; 0 = off.")

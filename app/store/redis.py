@@ -1,11 +1,18 @@
-"""The catalogue in Redis: one pipelined round trip per request.
+"""The catalogue in Redis: one round trip per request, always answering from exactly one snapshot version.
 
-Each lookup sends, in one pipeline (no MULTI; the keys of a version never change, so no transaction is
-needed): `GET {ns}:active`, `GET` the user and `MGET` the items the in-process cache does not hold, all for
-the version this process has loaded. The active pointer rides along in the same round trip, so a publish is
-seen by the very next request: if the pointer moved, the store loads the new manifest (two more round trips,
-once per publish per process) and repeats the lookup against the new version. Item entries are cached per
-version (`ItemCache`); with every candidate cached the pipeline holds just the two GETs.
+Each lookup sends one MULTI/EXEC transaction: `GET {ns}:active`, `EXISTS` the loaded version's manifest,
+`GET` the user and `MGET` the items the in-process cache does not hold, all for the version this process has
+loaded. Redis runs the transaction atomically, so the pointer and the entries are read at one instant: if the
+pointer still names the loaded version the answer is that version's, whole. If it moved (a publish or a
+rollback), the store loads the manifest the pointer names (manifests are kept per version, so a pointer that
+flaps between versions costs no reload) and reads again. If the pointer keeps moving for every attempt, the
+last read is still one whole version (its keys never change and its manifest still existed in the same
+transaction), and that version is what the response reports. Item entries are cached per version
+(`ItemCache`); with every candidate cached the transaction holds just the GETs and the EXISTS.
+
+Connections: a dead pooled connection (Redis restarted) is retried on a fresh one (redis-py `Retry` with
+exponential backoff, connection errors only: a frozen Redis times out once, after `timeout_s`, and is not
+retried), and a connection idle for `health_check_interval_s` is PINGed before use.
 
     BINLLM_STORE=redis BINLLM_REDIS_URL=redis://localhost:6379/0 uvicorn app.main:app
 """
@@ -14,10 +21,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 from pydantic import ValidationError
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from app import metrics
@@ -36,9 +48,23 @@ from model_store.contract.snapshot import (
 
 logger = logging.getLogger(__name__)
 
+MAX_READ_ATTEMPTS = 4  # reads against a moving pointer before the last whole version read is served
+_MANIFESTS_KEPT = 8  # manifests are immutable per version; a few cover any publish/rollback flapping
+
 
 def _text(raw: bytes | str | None) -> str | None:
     return raw.decode() if isinstance(raw, bytes) else raw
+
+
+@dataclass(frozen=True)
+class _Read:
+    """What one transaction saw: the pointer, whether `version` still exists, and its entries."""
+
+    version: str
+    active: str | None
+    exists: bool
+    raw_user: bytes | None
+    raw_items: list[bytes | None]
 
 
 class RedisStore:
@@ -54,13 +80,18 @@ class RedisStore:
         item_cache_size: int = 100_000,
         max_connections: int = 64,
         timeout_s: float = 1.0,
+        retries: int = 2,
+        health_check_interval_s: float = 5.0,
     ) -> None:
         self.namespace = namespace
         self._url = url
         self._max_connections = max_connections
         self._timeout_s = timeout_s
+        self._retries = retries
+        self._health_check_interval_s = health_check_interval_s
         self._client: aioredis.Redis | None = None
         self._manifest: SnapshotManifest | None = None
+        self._manifests: OrderedDict[str, SnapshotManifest] = OrderedDict()
         self._cache = ItemCache(item_cache_size)
         self._load_lock = asyncio.Lock()
         self._error: str | None = None
@@ -79,16 +110,27 @@ class RedisStore:
 
     async def open(self) -> None:
         """Create the pool and try to load the active manifest; failure is left to readiness."""
+        retry = Retry(
+            ExponentialBackoff(cap=0.25, base=0.01), self._retries, supported_errors=(RedisConnectionError,)
+        )
         self._client = aioredis.Redis.from_url(
             self._url,
             max_connections=self._max_connections,
             socket_timeout=self._timeout_s,
             socket_connect_timeout=self._timeout_s,
+            socket_keepalive=True,
+            health_check_interval=self._health_check_interval_s,
+            retry=retry,
+            retry_on_error=[RedisConnectionError],
         )
         try:
             await self._load_active()
         except (StoreUnavailableError, SnapshotMissingError) as exc:
             logger.warning("redis store: %s", exc.message)
+
+    def _unreachable(self, exc: RedisError) -> StoreUnavailableError:
+        self._error = f"redis unreachable: {exc}"
+        return StoreUnavailableError(self._error)
 
     async def _load_active(self, seen: str | None = None) -> SnapshotManifest:
         """Read the active pointer (unless `seen` already is it) and its manifest; remember them."""
@@ -101,13 +143,15 @@ class RedisStore:
                     version = _text(raw)
                 if version is None:
                     raise SnapshotMissingError(f"no active snapshot ({active_key(self.namespace)} is unset)")
-                if self._manifest is not None and self._manifest.version == version:
-                    return self._manifest
+                known = self._manifests.get(version)
+                if known is not None:
+                    self._manifests.move_to_end(version)
+                    self._manifest = known
+                    return known
                 raw_manifest = await self.client.get(manifest_key(version, self.namespace))
                 metrics.STORE_ROUND_TRIPS.labels(self.name).inc()
             except RedisError as exc:
-                self._error = f"redis unreachable: {exc}"
-                raise StoreUnavailableError(self._error) from exc
+                raise self._unreachable(exc) from exc
             if raw_manifest is None:
                 self._error = f"active snapshot {version!r} has no manifest"
                 raise SnapshotMissingError(self._error)
@@ -116,49 +160,76 @@ class RedisStore:
             except ValidationError as exc:
                 self._error = f"snapshot {version!r}: bad manifest ({exc.error_count()} errors)"
                 raise SnapshotMissingError(self._error) from exc
+            self._manifests[version] = manifest
+            while len(self._manifests) > _MANIFESTS_KEPT:
+                self._manifests.popitem(last=False)
             self._manifest, self._error = manifest, None
             logger.info("redis store: serving snapshot %s", version)
             return manifest
 
-    async def _fetch(
-        self, version: str, user_id: str, misses: list[str]
-    ) -> tuple[str | None, bytes | None, list[bytes | None]]:
-        """The one round trip: active pointer, user entry, missing item entries."""
-        pipe = self.client.pipeline(transaction=False)
+    async def _fetch(self, version: str, user_id: str, misses: list[str]) -> _Read:
+        """The one round trip, atomic (MULTI/EXEC): pointer, version still there, user, missing items."""
+        pipe = self.client.pipeline(transaction=True)
         pipe.get(active_key(self.namespace))
+        pipe.exists(manifest_key(version, self.namespace))
         pipe.get(user_key(version, user_id, self.namespace))
         if misses:
             pipe.mget([item_key(version, item_id, self.namespace) for item_id in misses])
         try:
             results = await pipe.execute()
         except RedisError as exc:
-            raise StoreUnavailableError(f"redis unreachable: {exc}") from exc
+            raise self._unreachable(exc) from exc
         finally:
             metrics.STORE_ROUND_TRIPS.labels(self.name).inc()
-        active = _text(results[0])
-        return active, results[1], (results[2] if misses else [])
+        return _Read(
+            version=version,
+            active=_text(results[0]),
+            exists=bool(results[1]),
+            raw_user=results[2],
+            raw_items=results[3] if misses else [],
+        )
 
     async def lookup(self, user_id: str, item_ids: Sequence[str]) -> CatalogLookup:
-        """One pipelined round trip (plus two on the first request after a publish)."""
+        """One atomic round trip (plus two on the first request after a publish); never mixes versions.
+
+        The manifest returned is always the one of the version whose entries were read.
+        """
         manifest = self._manifest or await self._load_active()
-        for _attempt in range(2):
-            version = manifest.version
-            hits, misses = self._cache.split(version, item_ids)
-            active, raw_user, raw_items = await self._fetch(version, user_id, misses)
-            if active == version or active is None:
-                # active None: the pointer was deleted under us; keep serving the loaded version.
+        for attempt in range(MAX_READ_ATTEMPTS):
+            hits, misses = self._cache.split(manifest.version, item_ids)
+            read = await self._fetch(manifest.version, user_id, misses)
+            if read.active == read.version or (read.exists and read.active is None):
+                break  # active None: the pointer was deleted under us; keep serving the loaded version
+            if read.exists and attempt == MAX_READ_ATTEMPTS - 1:
+                logger.info(
+                    "redis store: pointer moved on every read; serving whole version %s", read.version
+                )
                 break
-            manifest = await self._load_active(seen=active)
+            if read.active is None:
+                raise SnapshotMissingError(f"no active snapshot ({active_key(self.namespace)} is unset)")
+            manifest = await self._load_active(seen=read.active)
+        else:
+            raise StoreUnavailableError("the active snapshot changed on every read; retry")
+        return self._decode(manifest, read, hits, misses)
+
+    def _decode(
+        self, manifest: SnapshotManifest, read: _Read, hits: dict[str, ItemEntry], misses: list[str]
+    ) -> CatalogLookup:
+        """Parse the entries of `read` (all of `manifest`'s version) and cache the new items."""
         metrics.ITEM_CACHE_HITS.inc(len(hits))
         metrics.ITEM_CACHE_MISSES.inc(len(misses))
         try:
-            user = UserEntry.model_validate_json(raw_user) if raw_user is not None else None
+            user = UserEntry.model_validate_json(read.raw_user) if read.raw_user is not None else None
             fetched = {
-                i: ItemEntry.model_validate_json(raw) for i, raw in zip(misses, raw_items, strict=True) if raw
+                i: ItemEntry.model_validate_json(raw)
+                for i, raw in zip(misses, read.raw_items, strict=True)
+                if raw
             }
         except ValidationError as exc:
-            raise SnapshotMissingError(f"snapshot {version!r} holds a malformed entry: {exc}") from exc
-        self._cache.put(version, fetched)
+            raise SnapshotMissingError(
+                f"snapshot {read.version!r} holds a malformed entry ({exc.error_count()} errors)"
+            ) from exc
+        self._cache.put(read.version, fetched)
         return CatalogLookup(manifest=manifest, user=user, items=hits | fetched)
 
     async def not_ready_reasons(self) -> list[str]:
@@ -166,13 +237,15 @@ class RedisStore:
         try:
             raw = await self.client.get(active_key(self.namespace))
         except (RedisError, StoreUnavailableError) as exc:
-            return [f"redis unreachable: {exc}"]
+            logger.warning("redis store not ready: %s", exc)
+            return ["redis unreachable"]
         if raw is None:
             return [f"no active snapshot ({active_key(self.namespace)} is unset)"]
         try:
             await self._load_active(seen=_text(raw))
         except (StoreUnavailableError, SnapshotMissingError) as exc:
-            return [exc.message]
+            logger.warning("redis store not ready: %s", exc.message)
+            return [exc.message if isinstance(exc, SnapshotMissingError) else "redis unreachable"]
         return []
 
     async def aclose(self) -> None:
