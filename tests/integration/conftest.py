@@ -53,9 +53,10 @@ def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout_s: float = _
     raise RuntimeError(f"nothing listening on 127.0.0.1:{port} after {timeout_s} s")
 
 
-def start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """Start a throw-away redis-server (no persistence, loopback only); returns the process and its URL."""
-    port = free_port()
+def start_redis(workdir: Path, port: int | None = None) -> tuple[subprocess.Popen[bytes], str]:
+    """Start a throw-away redis-server (no persistence, loopback only) on `port` (default: a free one);
+    returns the process and its URL."""
+    port = port or free_port()
     args = [
         str(REDIS_SERVER),
         "--port", str(port),
