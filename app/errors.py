@@ -56,6 +56,24 @@ class UnknownItemsError(ClientError):
         super().__init__(f"unknown {param}: {shown}{more}", param=param)
 
 
+class PayloadTooLargeError(ClientError):
+    """The body is over `BINLLM_MAX_BODY_BYTES`; refused before it is read."""
+
+    status_code = 413
+    type = "payload_too_large"
+
+
+class UnauthorizedError(ClientError):
+    """API keys are configured and the request carries none of them as a bearer token."""
+
+    status_code = 401
+    type = "unauthorized"
+
+    def headers(self) -> dict[str, str]:
+        """How to authenticate (RFC 6750)."""
+        return {"WWW-Authenticate": "Bearer"}
+
+
 class ServerError(BinllmError):
     """Our fault or a dependency's; the caller may retry later."""
 
@@ -96,6 +114,23 @@ class NotReadyError(_RetryLater):
     """/readyz: some dependency is not ready; the message lists every reason."""
 
     type = "not_ready"
+
+
+class OverloadedError(_RetryLater):
+    """More candidates are queued or being scored than `BINLLM_MAX_QUEUED_CANDIDATES`: load is shed."""
+
+    type = "overloaded"
+
+
+class DeadlineExceededError(ServerError):
+    """The backend did not answer within `BINLLM_DEADLINE_S` (and the fallback is off or unavailable)."""
+
+    status_code = 504
+    type = "deadline_exceeded"
+
+    def headers(self) -> dict[str, str]:
+        """Retry-After in whole seconds."""
+        return {"Retry-After": "1"}
 
 
 class BackendResponseError(ServerError):

@@ -23,7 +23,7 @@ from app.api.errors import install_error_handlers
 from app.api.routes import health, metrics, predict
 from app.metrics import RequestMetricsMiddleware
 from app.scorers.base import Scorer
-from app.service import PredictService
+from app.service import PredictService, ServingPolicy
 from app.settings import ServiceSettings, get_settings
 from app.store.base import CatalogStore
 
@@ -67,6 +67,17 @@ def build_scorer(settings: ServiceSettings, store: CatalogStore) -> Scorer:
     return InstantScorer()
 
 
+def serving_policy(settings: ServiceSettings) -> ServingPolicy:
+    """Admission, deadline, chunking and fallback as the settings say; chunks only for the local model."""
+    return ServingPolicy(
+        max_candidates=settings.max_candidates,
+        fallback=settings.fallback,
+        deadline_s=settings.deadline_s,
+        chunk_candidates=settings.local.chunk_candidates if settings.backend == "local" else None,
+        max_queued_candidates=settings.max_queued_candidates,
+    )
+
+
 async def log_what_is_served(store: CatalogStore) -> None:
     """Say at start-up which model answers (the tuned ML-1M model, or the untuned synthetic demo)."""
     log = logging.getLogger("uvicorn.error")  # uvicorn's configured logger, so the line is shown
@@ -100,7 +111,9 @@ def create_app(
         app.state.settings = resolved
         app.state.store = the_store
         app.state.scorer = the_scorer
-        app.state.service = PredictService(the_store, the_scorer, max_candidates=resolved.max_candidates)
+        app.state.service = PredictService(
+            the_store, the_scorer, max_candidates=resolved.max_candidates, policy=serving_policy(resolved)
+        )
         await log_what_is_served(the_store)
         try:
             yield

@@ -18,6 +18,7 @@ from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
@@ -73,6 +74,19 @@ COLD_STARTS = Counter(
     "Candidates scored with the text-only prompt, by reason: user (no user code), item (no item code), "
     "model (the model is text-only).",
     ["reason"],
+)
+DEGRADED = Counter(
+    "binllm_degraded_total",
+    "Requests answered with the code-only fallback score because the LLM could not answer, by reason.",
+    ["reason"],
+)
+SHED = Counter(
+    "binllm_shed_requests_total", "Requests refused with 503 because too many candidates were queued."
+)
+QUEUED_CANDIDATES = Gauge(
+    "binllm_queued_candidates",
+    "Candidates admitted and not yet answered (queued or being scored), per process.",
+    multiprocess_mode="livesum",
 )
 ERRORS = Counter("binllm_errors_total", "Error responses, by error type.", ["type"])
 

@@ -41,13 +41,17 @@ class PredictRequest(BaseModel):
 class ItemScore(BaseModel):
     """One candidate's click probability (`score`, ranked on) and the LLM's own P(Yes) beside it.
 
-    `p_yes` is always returned so callers can log or compare the LLM alone when the model blends it.
+    `p_yes` is returned whenever the LLM answered, so callers can log or compare the LLM alone when the
+    model blends it; it is null in a degraded (code-only) answer.
     """
 
     item_id: str
     score: float = Field(ge=0.0, le=1.0, description="The click probability; its kind is `score_kind`.")
-    p_yes: float = Field(
-        ge=0.0, le=1.0, description="The LLM's plain P(Yes); equals `score` when `score_kind` is 'p_yes'."
+    p_yes: float | None = Field(
+        ge=0.0,
+        le=1.0,
+        description="The LLM's plain P(Yes); equals `score` when `score_kind` is 'p_yes'; null when the LLM "
+        "did not answer (`degraded`).",
     )
 
 
@@ -60,11 +64,18 @@ class PredictResponse(BaseModel):
     cold: list[str] = Field(
         description="Distinct ids scored with the text-only wording, in first-seen order."
     )
-    score_kind: Literal["p_yes", "blend"] = Field(
+    score_kind: Literal["p_yes", "blend", "codes"] = Field(
         description=(
             "'p_yes': the LLM's P(Yes); 'blend': logistic blend of P(Yes) and the code score declared in"
-            " the model manifest"
+            " the model manifest; 'codes': the codes' own score, served when the LLM could not answer"
         )
+    )
+    degraded: Literal["llm_unavailable", "llm_deadline"] | None = Field(
+        default=None,
+        description=(
+            "Set when the LLM could not answer and the scores are the code-only fallback: "
+            "'llm_unavailable' (backend down or erroring), 'llm_deadline' (not in time). Null otherwise."
+        ),
     )
 
 

@@ -9,17 +9,35 @@ the text-only wording (cold start), and reported in `cold`. When the model manif
 the wording the candidate was scored with, exactly as `binllm llm eval` computes it; `p_yes` always keeps
 the LLM's own P(Yes).
 
+Serving policy (`ServingPolicy`): candidates are admitted against a queue cap (`app/admission.py`, 503 beyond
+it); scoring must finish by the request's deadline; a backend with `chunk_candidates` set (the in-process
+model) is fed at most that many candidates per call, so a small request queued behind a large one waits for one
+chunk, not the whole request, and a request abandoned by its client (cancelled) stops at the next chunk.
+When the backend is down, erroring or late, the answer is the code-only score (`app/fallback.py`) marked
+`degraded`, unless the fallback is off: then 503 (unavailable), 502 (bad answer) or 504 (deadline).
+
     python -c "from app.service import plan_prompts; help(plan_prompts)"
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from app import metrics
-from app.errors import BackendResponseError, InvalidRequestError, NotReadyError, UnknownItemsError
+from app.admission import Admission
+from app.errors import (
+    BackendResponseError,
+    BackendUnavailableError,
+    DeadlineExceededError,
+    InvalidRequestError,
+    NotReadyError,
+    UnknownItemsError,
+)
+from app.fallback import code_only_response, degraded_reason
 from app.schemas import ItemScore, PredictRequest, PredictResponse, ReadyResponse
 from app.scorers.base import PromptGroup, Scorer
 from app.store.base import CatalogLookup, CatalogStore
@@ -31,6 +49,8 @@ from model_store.contract.prompts import (
     render_user_prefix,
 )
 from model_store.contract.snapshot import ModelManifest
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -107,13 +127,39 @@ def _item_score(
     return ItemScore(item_id=item_id, score=score, p_yes=p_yes)
 
 
+@dataclass(frozen=True)
+class ServingPolicy:
+    """How requests are admitted, bounded in time, chunked and degraded (from the settings)."""
+
+    max_candidates: int = 256
+    fallback: bool = True
+    deadline_s: float | None = None
+    chunk_candidates: int | None = None
+    max_queued_candidates: int | None = None
+
+
+def chunk_groups(groups: Sequence[PromptGroup], size: int | None) -> list[list[PromptGroup]]:
+    """The groups cut into calls of at most `size` suffixes each (one call when `size` is None)."""
+    if size is None:
+        return [list(groups)]
+    calls: list[list[PromptGroup]] = []
+    for group in groups:
+        for start in range(0, len(group.suffixes), size):
+            calls.append([PromptGroup(group.prefix, group.suffixes[start : start + size])])
+    return calls
+
+
 class PredictService:
     """The request logic, bound to one store and one scorer (built in `app.main`'s lifespan)."""
 
-    def __init__(self, store: CatalogStore, scorer: Scorer, *, max_candidates: int) -> None:
+    def __init__(
+        self, store: CatalogStore, scorer: Scorer, *, max_candidates: int, policy: ServingPolicy | None = None
+    ) -> None:
         self.store = store
         self.scorer = scorer
+        self.policy = policy or ServingPolicy(max_candidates=max_candidates)
         self.max_candidates = max_candidates
+        self.admission = Admission(self.policy.max_queued_candidates)
 
     async def predict(self, request: PredictRequest) -> PredictResponse:
         """Scores for `request.item_ids`, in request order (duplicates scored once, reported each time)."""
@@ -123,6 +169,12 @@ class PredictService:
                 f"item_ids holds {n} ids; at most {self.max_candidates} are allowed", param="item_ids"
             )
         metrics.CANDIDATES.observe(n)
+        with self.admission.admit(n):
+            return await self._predict(request)
+
+    async def _predict(self, request: PredictRequest) -> PredictResponse:
+        deadline_s = self.policy.deadline_s
+        deadline = None if deadline_s is None else asyncio.get_running_loop().time() + deadline_s
         candidates = list(dict.fromkeys(request.item_ids))
         history = request.history_item_ids
         lookup = await self.store.lookup(
@@ -136,7 +188,27 @@ class PredictService:
         plan = plan_prompts(user, items, lookup.manifest.model)
         if plan.cold_reason is not None:
             metrics.COLD_STARTS.labels(plan.cold_reason).inc(len(plan.cold))
-        scores = await self._score(plan.groups)
+        try:
+            scores = await self._score(plan.groups, deadline)
+        except (BackendUnavailableError, BackendResponseError, DeadlineExceededError) as exc:
+            fallback = self.policy.fallback and code_only_response(
+                lookup.manifest, list(request.item_ids), user, items, degraded_reason(exc)
+            )
+            if not fallback:
+                raise
+            logger.warning("degraded answer (%s): %s", fallback.degraded, exc.message)
+            return fallback
+        return self._respond(request, lookup, user, items, plan, scores)
+
+    @staticmethod
+    def _respond(
+        request: PredictRequest,
+        lookup: CatalogLookup,
+        user: UserContext,
+        items: dict[str, CandidateItem],
+        plan: PromptPlan,
+        scores: list[list[float]],
+    ) -> PredictResponse:
         fusion = lookup.manifest.model.fusion
         by_id = {
             item_id: _item_score(
@@ -164,14 +236,30 @@ class PredictService:
             raise UnknownItemsError(unknown, param="history_item_ids")
         return UserContext(history_titles=tuple(lookup.items[i].title for i in history), code=code)
 
-    async def _score(self, groups: list[PromptGroup]) -> list[list[float]]:
+    async def _score(self, groups: list[PromptGroup], deadline: float | None) -> list[list[float]]:
+        """Scores per group, fed to the backend in chunks, all of it by `deadline` (loop time)."""
         start = time.perf_counter()
+        parts: list[list[float]] = []
         try:
-            scores = await self.scorer.score(groups)
+            async with asyncio.timeout_at(deadline):
+                for call in chunk_groups(groups, self.policy.chunk_candidates):
+                    scores = await self.scorer.score(call)
+                    _check_scores(call, scores, self.scorer.name)
+                    parts.extend(scores)
+        except TimeoutError as exc:
+            raise DeadlineExceededError(
+                f"backend {self.scorer.name!r} did not answer within {self.policy.deadline_s} s"
+            ) from exc
         finally:
             metrics.BACKEND_SECONDS.labels(self.scorer.name).observe(time.perf_counter() - start)
-        _check_scores(groups, scores, self.scorer.name)
-        return scores
+        out: list[list[float]] = []
+        chunks = iter(parts)
+        for group in groups:  # chunks come back in group order; stitch each group's back together
+            flat: list[float] = []
+            while len(flat) < len(group.suffixes):
+                flat.extend(next(chunks))
+            out.append(flat)
+        return out
 
     async def readiness(self) -> ReadyResponse:
         """Ready when the store has an active snapshot and the backend can answer; else NotReadyError."""

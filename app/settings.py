@@ -50,6 +50,13 @@ class LocalSettings(BaseModel):
     threads: int | None = Field(
         default=None, ge=1, description="torch intra-op threads; None = torch default."
     )
+    chunk_candidates: int | None = Field(
+        default=32,
+        ge=1,
+        description="Candidates per model call: a request is scored chunk by chunk, so small requests "
+        "queued behind a large one wait one chunk, and an abandoned request stops at the next chunk; "
+        "None = the whole request in one call.",
+    )
 
 
 class ServiceSettings(BaseSettings):
@@ -87,7 +94,25 @@ class ServiceSettings(BaseSettings):
     )
     snapshot_dir: Path = Field(default=DEFAULT_SNAPSHOT_DIR, description="Root of directory snapshots.")
     max_candidates: int = Field(default=256, ge=1, le=4096, description="Most item_ids in one request.")
+    max_queued_candidates: int | None = Field(
+        default=1024,
+        ge=1,
+        description="Most candidates admitted (queued or being scored) per process; a request beyond it "
+        "gets 503 + Retry-After at once (load shedding). None = no cap.",
+    )
+    deadline_s: float | None = Field(
+        default=30.0,
+        gt=0,
+        description="Time the backend gets to score one request, seconds; past it the answer is the "
+        "code-only fallback (degraded 'llm_deadline'), or 504 + Retry-After with the fallback off. "
+        "None = no deadline.",
+    )
     item_cache_size: int = Field(default=100_000, ge=0, description="In-process item cache entries; 0 = off.")
+    fallback: bool = Field(
+        default=True,
+        description="When the LLM backend is down, erroring or past the deadline, answer 200 with the "
+        "code-only score published with the snapshot, marked `degraded`; false = 503 as before.",
+    )
     vllm: VllmSettings = Field(default_factory=VllmSettings)
     local: LocalSettings = Field(default_factory=LocalSettings)
 

@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import ValidationError
 
+from model_store.contract.fusion import CodeScore
 from model_store.contract.prompts import MAX_HISTORY_TITLES
 from model_store.contract.snapshot import (
     MANIFEST_FILENAME,
@@ -67,6 +68,10 @@ class CodeSource(Protocol):
 
     def item_code(self, iid: int) -> int | None:
         """The item's code, or None for a cold item."""
+        ...
+
+    def code_score(self) -> CodeScore | None:
+        """The codes' own score (scale, bias, unknown codes), published for the service's fallback."""
         ...
 
 
@@ -228,6 +233,7 @@ def build_snapshot(
         n_users=len(users),
         n_items=len(items),
         created_at=dt.datetime.now(dt.UTC).isoformat(),
+        code_score=codes.code_score(),
     )
     n_user_codes = sum(entry.code is not None for entry in users.values())
     n_item_codes = sum(entry.code is not None for entry in items.values())

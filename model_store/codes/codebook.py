@@ -24,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from model_store.contract.fusion import CodeScore
 from model_store.errors import DataFormatError
 
 CODES_FILENAME = "codes.parquet"
@@ -95,6 +96,17 @@ class CodeBook:
         pos = np.clip(np.searchsorted(ids, wanted), 0, max(ids.size - 1, 0))
         found = (ids[pos] == wanted) if ids.size else np.zeros(wanted.shape, dtype=bool)
         return np.where(found, pos, -1)
+
+    def code_score(self) -> CodeScore:
+        """The parameters of `score` as the service needs them (no numpy): published with every snapshot,
+        so the service can answer with the codes alone when the LLM cannot."""
+        return CodeScore(
+            bits=self.bits,
+            scale=float(self.scale),
+            bias=float(self.bias),
+            unknown_user_code=int(self.unknown_user_code),
+            unknown_item_code=int(self.unknown_item_code),
+        )
 
     def user_code(self, uid: int) -> int | None:
         """The user's code, or None if the encoder never saw the user."""

@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from model_store.contract.fusion import ScoreFusion
+from model_store.contract.fusion import CodeScore, ScoreFusion
 from model_store.contract.prompts import PromptStyle
 
 DEFAULT_NAMESPACE = "binllm"
@@ -80,6 +80,11 @@ class SnapshotManifest(BaseModel):
     n_users: int
     n_items: int
     created_at: str
+    code_score: CodeScore | None = Field(
+        default=None,
+        description="The codes' own score, published with them: what the service answers (marked degraded) "
+        "when the LLM cannot; None in snapshots published before it existed.",
+    )
 
 
 def active_key(ns: str = DEFAULT_NAMESPACE) -> str:

@@ -231,6 +231,9 @@ class DemoCodes:
     def item_code(self, iid: int) -> int | None:
         return iid
 
+    def code_score(self) -> None:
+        return None
+
 
 def test_demo_build_publishes_to_redis_once_and_skips_when_current(
     redis_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -35,6 +35,9 @@ class FakeCodes:
     def item_code(self, iid: int) -> int | None:
         return iid
 
+    def code_score(self) -> None:
+        return None
+
 
 def write_model_manifest(model_dir: Path, model_version: str, code_version: str = "codes-a") -> ModelManifest:
     manifest = ModelManifest(

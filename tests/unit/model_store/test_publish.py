@@ -39,6 +39,9 @@ class FakeCodes:
     def item_code(self, iid: int) -> int | None:
         return self.items.get(iid)
 
+    def code_score(self) -> None:
+        return None
+
 
 def row(uid: int, iid: int, label: int, ts: int, his: list[int], flag: int = FLAG_TRAIN) -> dict[str, Any]:
     return {

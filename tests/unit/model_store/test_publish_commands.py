@@ -26,6 +26,9 @@ class FakeCodes:
     def item_code(self, iid: int) -> int | None:
         return iid
 
+    def code_score(self) -> None:
+        return None
+
 
 def run_cli(args: list[str], monkeypatch: pytest.MonkeyPatch) -> int:
     """`binllm ARGS` through `cli.main` (its error handling), with only the publish command registered."""
