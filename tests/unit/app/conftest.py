@@ -6,6 +6,7 @@ have codes, "i3" has none (a cold item), "h1"/"h2" serve as history items.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 
 from app.scorers.base import PromptGroup
 from app.scorers.instant import pseudo_score
-from model_store.contract.fusion import ScoreFusion
+from model_store.contract.fusion import CodeScore, ScoreFusion
 from model_store.contract.snapshot import ItemEntry, ModelManifest, SnapshotManifest, UserEntry
 from model_store.publish import Snapshot
 from model_store.publish_directory import DirectoryPublisher
@@ -37,6 +38,7 @@ def make_snapshot(
     with_codes: bool = True,
     model_version: str = "m-test",
     fusion: ScoreFusion | None = None,
+    code_score: CodeScore | None = None,
 ) -> Snapshot:
     """The test catalogue under `version`, for a model tuned with or without codes (and maybe a blend)."""
     model = ModelManifest(
@@ -56,6 +58,7 @@ def make_snapshot(
         n_users=len(USERS),
         n_items=len(ITEMS),
         created_at="2025-01-01T00:00:00+00:00",
+        code_score=code_score,
     )
     return Snapshot(manifest=manifest, users=dict(USERS), items=dict(ITEMS))
 
@@ -78,10 +81,13 @@ class RecordingScorer:
         self.is_ready = True
         self.fail_with: Exception | None = None
         self.wrong_count = False
+        self.delay_s = 0.0
 
     async def score(self, groups: Sequence[PromptGroup]) -> list[list[float]]:
         """Pseudo-scores, or the configured failure."""
         self.calls.append(list(groups))
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
         if self.fail_with is not None:
             raise self.fail_with
         scores = [[pseudo_score(p) for p in group.prompts()] for group in groups]

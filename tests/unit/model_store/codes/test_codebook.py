@@ -15,6 +15,7 @@ from model_store.codes.codebook import (
     write_codes,
 )
 from model_store.contract.bincode import pack_bits
+from model_store.contract.fusion import sigmoid
 from model_store.errors import DataFormatError
 
 
@@ -70,6 +71,18 @@ def test_score_uses_the_unknown_codes_and_flags_the_rows() -> None:
     expected = 1 / (1 + np.exp(-np.array([0.5 * -2 + 0.25, 0.25, 0.5 * 0 + 0.25])))
     np.testing.assert_allclose(scores, expected)
     assert unknown.tolist() == [True, True, False]
+
+
+def test_published_code_score_gives_the_codebook_scores_including_unknown_ids() -> None:
+    book = _book()
+    users, items = np.array([3, 3, 77, 8]), np.array([1, 2, 9, 55])
+    scores, _unknown = book.score(users, items)
+    published = book.code_score()  # what the service's fallback computes, without numpy
+    served = [
+        sigmoid(published.logit(book.user_code(int(u)), book.item_code(int(i))))
+        for u, i in zip(users, items, strict=True)
+    ]
+    np.testing.assert_allclose(served, scores)
 
 
 def test_version_is_stable_for_equal_codes_and_changes_with_any_code() -> None:
