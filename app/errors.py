@@ -10,19 +10,35 @@ envelope, so code raising them never touches HTTP (no FastAPI import here), in t
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
+
+_URL_CREDENTIALS = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^\s/@]+@")
+_BEARER = re.compile(r"(?i)\b(bearer|token|api[_-]?key|password)([\s=:]+)[^\s,;'\"]+")
+
+
+def redact(text: str) -> str:
+    """`text` with URL credentials (`redis://:pw@host`) and bearer tokens / key=value secrets masked."""
+    return _BEARER.sub(r"\1\2***", _URL_CREDENTIALS.sub(r"\1***@", text))
 
 
 class BinllmError(Exception):
-    """Base class; `param` names the request field at fault, when one is."""
+    """Base class; `param` names the request field at fault, when one is.
+
+    `message` is the detail (logged, redacted, for 5xx); `public` is what a client is told. Client errors
+    are about the request, so their message is public; server errors show a fixed summary unless a safe
+    one is given, because their details (URLs, paths, a backend's error body) are not the client's business.
+    """
 
     status_code: int = 500
     type: str = "internal_error"
+    summary: str | None = None  # the client's message for this class; None = `message` itself is safe
 
-    def __init__(self, message: str, *, param: str | None = None) -> None:
+    def __init__(self, message: str, *, param: str | None = None, public: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
+        self.public = public or self.summary or message
 
     def headers(self) -> dict[str, str]:
         """Extra response headers (e.g. Retry-After)."""
@@ -79,6 +95,7 @@ class ServerError(BinllmError):
 
     status_code = 500
     type = "internal_error"
+    summary = "internal server error"
 
 
 class _RetryLater(ServerError):
@@ -96,30 +113,35 @@ class BackendUnavailableError(_RetryLater):
     """The scoring backend (vLLM, local model) cannot answer now: connection refused, timeout, overload."""
 
     type = "backend_unavailable"
+    summary = "the scoring backend cannot answer now; retry later"
 
 
 class StoreUnavailableError(_RetryLater):
     """The catalogue store (Redis) cannot answer now."""
 
     type = "store_unavailable"
+    summary = "the catalogue store cannot answer now; retry later"
 
 
 class SnapshotMissingError(_RetryLater):
     """The store answers but no snapshot is active yet (nothing published), or it is incomplete."""
 
     type = "snapshot_missing"
+    summary = "no complete snapshot is active; retry later"
 
 
 class NotReadyError(_RetryLater):
     """/readyz: some dependency is not ready; the message lists every reason."""
 
     type = "not_ready"
+    summary = "not ready"
 
 
 class OverloadedError(_RetryLater):
     """More candidates are queued or being scored than `BINLLM_MAX_QUEUED_CANDIDATES`: load is shed."""
 
     type = "overloaded"
+    summary = "too much work queued; retry shortly"
 
 
 class DeadlineExceededError(ServerError):
@@ -127,6 +149,7 @@ class DeadlineExceededError(ServerError):
 
     status_code = 504
     type = "deadline_exceeded"
+    summary = "the scoring backend did not answer in time; retry later"
 
     def headers(self) -> dict[str, str]:
         """Retry-After in whole seconds."""
@@ -138,3 +161,4 @@ class BackendResponseError(ServerError):
 
     status_code = 502
     type = "backend_bad_response"
+    summary = "the scoring backend gave an unusable answer"

@@ -20,6 +20,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from app.api.errors import install_error_handlers
+from app.api.guard import RequestGuardMiddleware
 from app.api.routes import health, metrics, predict
 from app.metrics import RequestMetricsMiddleware
 from app.scorers.base import Scorer
@@ -123,6 +124,7 @@ def create_app(
 
     app = FastAPI(title="binllm", summary="BinLLM click-through prediction", lifespan=lifespan)
     app.add_middleware(RequestMetricsMiddleware)
+    app.add_middleware(RequestGuardMiddleware)  # outermost: ids, body limit, cancellation
     install_error_handlers(app)
     for module in (predict, health, metrics):
         app.include_router(module.router)

@@ -10,6 +10,7 @@ there, which `/metrics` (any worker) sums across processes. The directory must b
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 
@@ -88,6 +89,9 @@ QUEUED_CANDIDATES = Gauge(
     "Candidates admitted and not yet answered (queued or being scored), per process.",
     multiprocess_mode="livesum",
 )
+CLIENT_DISCONNECTS = Counter(
+    "binllm_client_disconnects_total", "Requests cancelled because the client hung up before the answer."
+)
 ERRORS = Counter("binllm_errors_total", "Error responses, by error type.", ["type"])
 
 
@@ -100,12 +104,22 @@ def render_metrics() -> tuple[bytes, str]:
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
 
 
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+
+def method_label(method: str) -> str:
+    """The method as a label: one of the standard methods, else "other" (made-up methods are unbounded)."""
+    return method if method in KNOWN_METHODS else "other"
+
+
 class RequestMetricsMiddleware:
     """Times every HTTP request into `binllm_request_duration_seconds`.
 
-    A pure ASGI middleware (not BaseHTTPMiddleware) to keep per-request overhead small. The route label is
-    the matched route's template, or "unmatched", so random paths cannot blow up label cardinality; an
-    exception that escapes the app is recorded as status 500 before it propagates to the catch-all.
+    A pure ASGI middleware (not BaseHTTPMiddleware) to keep per-request overhead small. Every label is
+    bounded: the route label is the matched route's template, or "unmatched", and the method one of the
+    standard methods or "other", so neither random paths nor made-up methods can grow the metrics; an
+    exception that escapes the app is recorded as status 500 before it propagates to the catch-all, and a
+    request cancelled because its client left as 499.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -126,9 +140,12 @@ class RequestMetricsMiddleware:
 
         try:
             await self.app(scope, receive, send_with_status)
+        except asyncio.CancelledError:
+            status = 499  # the client hung up (nginx's code for it)
+            raise
         finally:
             route = scope.get("route")
             path = getattr(route, "path", "unmatched")
-            REQUEST_SECONDS.labels(path, scope.get("method", ""), str(status)).observe(
+            REQUEST_SECONDS.labels(path, method_label(scope.get("method", "")), str(status)).observe(
                 time.perf_counter() - start
             )

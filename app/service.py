@@ -262,15 +262,26 @@ class PredictService:
         return out
 
     async def readiness(self) -> ReadyResponse:
-        """Ready when the store has an active snapshot and the backend can answer; else NotReadyError."""
+        """Ready when the store has an active snapshot and the backend can answer; else NotReadyError.
+
+        The error's detail lists every reason as the store gives it (logged); the client sees each reason
+        cut before its detail, with no path, host or URL in it.
+        """
         reasons = await self.store.not_ready_reasons()
         if not await self.scorer.ready():
             reasons.append(f"backend {self.scorer.name!r} not ready")
         if reasons:
-            raise NotReadyError("not ready: " + "; ".join(reasons))
+            public = "not ready: " + "; ".join(public_reason(r) for r in reasons)
+            raise NotReadyError("not ready: " + "; ".join(reasons), public=public)
         manifest = self.store.manifest
         version = manifest.version if manifest is not None else "?"
         note = manifest.model.metrics.get("note") if manifest is not None else None
         return ReadyResponse(
             snapshot_version=version, backend=self.scorer.name, model_note=str(note) if note else None
         )
+
+
+def public_reason(reason: str) -> str:
+    """A not-ready reason without its detail: the text before ': ', unless that holds a path or a URL."""
+    head = reason.split(": ", 1)[0]
+    return "snapshot not loaded" if "/" in head or len(head) > 80 else head

@@ -18,6 +18,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_SNAPSHOT_DIR = Path("artifacts/demo/snapshot")
 DEFAULT_LOCAL_MODEL_DIR = Path("artifacts/demo/model")
+DEFAULT_MAX_BODY_BYTES = 1 << 20
 
 
 class VllmSettings(BaseModel):
@@ -94,6 +95,11 @@ class ServiceSettings(BaseSettings):
     )
     snapshot_dir: Path = Field(default=DEFAULT_SNAPSHOT_DIR, description="Root of directory snapshots.")
     max_candidates: int = Field(default=256, ge=1, le=4096, description="Most item_ids in one request.")
+    max_body_bytes: int = Field(
+        default=DEFAULT_MAX_BODY_BYTES,
+        ge=1024,
+        description="Largest request body accepted, bytes; a larger one gets 413 before it is read.",
+    )
     max_queued_candidates: int | None = Field(
         default=1024,
         ge=1,

@@ -5,6 +5,12 @@ as vLLM's `serve/exception_handling/register.py` does it: `BinllmError`s carry t
 FastAPI's `RequestValidationError` is reshaped into the envelope (still 422) with a message that names the
 bad field; Starlette's own HTTP errors (404 unknown path, 405) keep their status; anything else is logged
 with its traceback and answered with a generic 500 that leaks nothing.
+
+Nothing unbounded or secret goes back: every message and `param` is cut to a fixed length (a 1 MB unknown
+field name is not echoed), a 5xx tells the client a short summary and the request id while the detail goes
+to the log with credentials redacted (`app.errors.redact`). A body FastAPI could not parse (not UTF-8, another
+charset, gzip, nested too deep, not `application/json`) is a 400 `bad_request` that says which; a body over
+the limit is the guard's 413.
 """
 
 from __future__ import annotations
@@ -19,19 +25,33 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import metrics
-from app.errors import BinllmError
+from app.api.guard import request_id_of
+from app.errors import BinllmError, redact
 from app.schemas import ErrorDetail, ErrorResponse
 
 logger = logging.getLogger(__name__)
+
+MAX_MESSAGE_CHARS = 600
+MAX_PARAM_CHARS = 80
+_PART_CHARS = 60  # one echoed field name or value inside a message
+
+
+def clip(text: str, limit: int) -> str:
+    """`text` cut to `limit` characters, saying how much was left out."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit} more characters)"
 
 
 def error_response(
     status: int, type_: str, message: str, param: str | None = None, headers: Mapping[str, str] | None = None
 ) -> JSONResponse:
-    """The envelope, counted in binllm_errors_total."""
+    """The envelope, counted in binllm_errors_total; message and param bounded."""
     metrics.ERRORS.labels(type_).inc()
-    body = ErrorResponse(error=ErrorDetail(type=type_, message=message, param=param))
-    return JSONResponse(body.model_dump(), status_code=status, headers=headers)
+    detail = ErrorDetail(
+        type=type_,
+        message=clip(message, MAX_MESSAGE_CHARS),
+        param=None if param is None else clip(param, MAX_PARAM_CHARS),
+    )
+    return JSONResponse(ErrorResponse(error=detail).model_dump(), status_code=status, headers=headers)
 
 
 _BODY_HINT = 'expected a JSON object like {"user_id": "42", "item_ids": ["1193", "661"]}'
@@ -42,7 +62,8 @@ def _location(loc: Sequence[Any]) -> str:
     parts = [p for p in loc if p != "body"]
     text = ""
     for part in parts:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+        name = clip(str(part), _PART_CHARS)
+        text += f"[{part}]" if isinstance(part, int) else (f".{name}" if text else name)
     return text or "body"
 
 
@@ -52,7 +73,7 @@ def validation_message(errors: Sequence[Any]) -> tuple[str, str | None]:
     params = []
     for error in errors[:5]:
         where = _location(error.get("loc", ()))
-        msg = str(error.get("msg", "invalid"))
+        msg = clip(str(error.get("msg", "invalid")), _PART_CHARS * 2)
         kind = error.get("type")
         if kind == "extra_forbidden":
             msg = "unknown field (allowed: user_id, item_ids, history_item_ids)"
@@ -66,11 +87,14 @@ def validation_message(errors: Sequence[Any]) -> tuple[str, str | None]:
     return "; ".join(lines) + more, (params[0] if params else None)
 
 
-async def _binllm_error(_request: Request, exc: Exception) -> JSONResponse:
+async def _binllm_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, BinllmError)
+    message = exc.public
     if exc.status_code >= 500:
-        logger.warning("%s: %s", exc.type, exc.message)
-    return error_response(exc.status_code, exc.type, exc.message, exc.param, exc.headers())
+        request_id = request_id_of(request.scope)
+        logger.warning("%s [request %s]: %s", exc.type, request_id, redact(exc.message))
+        message = f"{message} (request id {request_id})"
+    return error_response(exc.status_code, exc.type, message, exc.param, exc.headers())
 
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
@@ -79,15 +103,29 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     return error_response(422, "invalid_request", message, param)
 
 
-async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
+_UNPARSABLE = (
+    "the body could not be parsed: send UTF-8 JSON, uncompressed, with content-type: application/json"
+)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if isinstance(exc.__cause__, BinllmError):  # raised while FastAPI read the body (e.g. too large)
+        return await _binllm_error(request, exc.__cause__)
+    if exc.status_code == 400:
+        if exc.__cause__ is not None:
+            logger.info("unparsable body: %s", clip(redact(repr(exc.__cause__)), MAX_MESSAGE_CHARS))
+        return error_response(400, "bad_request", _UNPARSABLE, "body")
     type_ = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
     return error_response(exc.status_code, type_, str(exc.detail), None, exc.headers)
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
-    logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return error_response(500, "internal_error", "internal server error")
+    request_id = request_id_of(request.scope)
+    logger.error(
+        "unhandled error on %s %s [request %s]", request.method, request.url.path, request_id, exc_info=exc
+    )
+    return error_response(500, "internal_error", f"internal server error (request id {request_id})")
 
 
 def install_error_handlers(app: FastAPI) -> None:

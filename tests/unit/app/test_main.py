@@ -116,7 +116,7 @@ def test_readyz_is_503_with_reasons_when_backend_not_ready(client: TestClient, s
 def test_without_a_snapshot_readyz_and_predict_are_503(tmp_path: Path, scorer: Any) -> None:
     with TestClient(create_app(settings_for(tmp_path / "empty"), scorer=scorer)) as empty:
         ready = empty.get("/readyz")
-        assert ready.status_code == 503 and "ACTIVE" in error_of(ready).message
+        assert ready.status_code == 503 and "no active snapshot" in error_of(ready).message
         predict = empty.post("/predict", json={"user_id": "u1", "item_ids": ["i1"]})
         assert predict.status_code == 503 and error_of(predict).type == "snapshot_missing"
 
