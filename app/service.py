@@ -36,6 +36,7 @@ from app.errors import (
     InvalidRequestError,
     NotReadyError,
     UnknownItemsError,
+    redact,
 )
 from app.fallback import code_only_response, degraded_reason
 from app.schemas import ItemScore, PredictRequest, PredictResponse, ReadyResponse
@@ -196,7 +197,7 @@ class PredictService:
             )
             if not fallback:
                 raise
-            logger.warning("degraded answer (%s): %s", fallback.degraded, exc.message)
+            logger.warning("degraded answer (%s): %s", fallback.degraded, redact(exc.message))
             return fallback
         return self._respond(request, lookup, user, items, plan, scores)
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,16 @@ def test_backend_failure_answers_the_code_score_marked_degraded(
     ]
     assert all(s.p_yes is None for s in answer.scores)
     assert answer.cold == ["i3"]  # scored with the learned unknown item code
+
+
+def test_the_degraded_log_line_has_credentials_redacted(
+    scored_dir: Path, scorer: RecordingScorer, caplog: pytest.LogCaptureFixture
+) -> None:
+    scorer.fail_with = BackendUnavailableError("vLLM unreachable at http://admin:S3cretPw@vllm:8000")
+    with caplog.at_level(logging.WARNING):
+        (answer,) = run(scored_dir, scorer, ServingPolicy(), {"user_id": "u1", "item_ids": ["i1"]})
+    assert answer.degraded == "llm_unavailable"
+    assert "degraded answer" in caplog.text and "S3cretPw" not in caplog.text
 
 
 def test_a_codeless_user_is_scored_with_the_unknown_code_and_every_item_is_cold(

@@ -1,0 +1,140 @@
+"""What a client sees when vLLM is down, erroring, answering garbage, hanging or slow: real uvicorn, a real
+redis-server, and a fake vLLM that misbehaves on purpose (tests/integration/fake_vllm.py).
+
+With the fallback on (the default) every such request is a 200 with the code-only score, marked
+`degraded`; with it off, 503 (down), 502 (erroring, garbage) or 504 (past the deadline), always with a short
+message and a request id, never the backend's URL credentials or its error body.
+
+    .venv/bin/pytest -m integration tests/integration/test_service_vllm_failures.py -s
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from app.schemas import ErrorResponse, PredictResponse
+from model_store.contract.fusion import CodeScore, sigmoid
+from model_store.publish_redis import RedisPublisher
+from tests.integration.conftest import free_port
+from tests.integration.fake_vllm import P_YES, SECRET, running_fake_vllm, set_fake_mode
+from tests.integration.service_process import running_service
+from tests.integration.test_redis_restart import burst
+from tests.integration.test_service_redis import make_snapshot
+
+pytestmark = pytest.mark.integration
+
+CODES = CodeScore(bits=32, scale=0.05, bias=-0.2, unknown_user_code=0, unknown_item_code=0)
+PASSWORD = "S3cretPw"
+BODY = {"user_id": "u1", "item_ids": ["i1", "i3"]}
+
+
+@pytest.fixture(scope="module")
+def published(redis_server: str) -> str:
+    snapshot = make_snapshot("v1")
+    manifest = snapshot.manifest.model_copy(update={"code_score": CODES})
+    RedisPublisher.from_url(redis_server).publish(
+        snapshot.__class__(manifest, snapshot.users, snapshot.items)
+    )
+    return redis_server
+
+
+@pytest.fixture(scope="module")
+def fake_vllm() -> Iterator[str]:
+    with running_fake_vllm() as url:
+        yield url
+
+
+def service_env(vllm_url: str, **extra: str) -> dict[str, str]:
+    with_password = vllm_url.replace("http://", f"http://admin:{PASSWORD}@")
+    return {
+        "BINLLM_BACKEND": "vllm",
+        "BINLLM_VLLM__BASE_URL": with_password,
+        "BINLLM_VLLM__MAX_RETRIES": "1",
+        "BINLLM_DEADLINE_S": "1.0",
+        **extra,
+    }
+
+
+@pytest.fixture(scope="module")
+def with_fallback(published: str, fake_vllm: str) -> Iterator[str]:
+    with running_service(published, **service_env(fake_vllm)) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def without_fallback(published: str, fake_vllm: str) -> Iterator[str]:
+    with running_service(published, **service_env(fake_vllm, BINLLM_FALLBACK="false")) as url:
+        yield url
+
+
+def outcomes(url: str, n: int = 12) -> Counter[str]:
+    """n concurrent requests, each summed up as '200', '200 degraded=<reason>' or '<status> <type>'."""
+
+    async def run() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=url, timeout=15) as client:
+            return await asyncio.gather(*(client.post("/predict", json=BODY) for _ in range(n)))
+
+    seen: Counter[str] = Counter()
+    for response in asyncio.run(run()):
+        assert SECRET not in response.text and PASSWORD not in response.text
+        if response.status_code == 200:
+            answer = PredictResponse.model_validate(response.json())
+            seen[f"200 degraded={answer.degraded}" if answer.degraded else "200"] += 1
+        else:
+            error = ErrorResponse.model_validate(response.json()).error
+            assert f"request id {response.headers['x-request-id']}" in error.message
+            seen[f"{response.status_code} {error.type}"] += 1
+    return seen
+
+
+@pytest.mark.parametrize(
+    ("mode", "on", "off"),
+    [
+        ("ok", "200", "200"),
+        ("error", "200 degraded=llm_unavailable", "502 backend_bad_response"),
+        ("garbage", "200 degraded=llm_unavailable", "502 backend_bad_response"),
+        ("hang", "200 degraded=llm_deadline", "504 deadline_exceeded"),
+        ("slow", "200 degraded=llm_deadline", "504 deadline_exceeded"),
+    ],
+)
+def test_a_misbehaving_vllm_gives_the_code_score_or_a_clear_error(
+    fake_vllm: str, with_fallback: str, without_fallback: str, mode: str, on: str, off: str
+) -> None:
+    set_fake_mode(fake_vllm, mode, delay_s=3.0)
+    try:
+        seen_on, seen_off = outcomes(with_fallback), outcomes(without_fallback)
+    finally:
+        set_fake_mode(fake_vllm, "ok")
+    print(f"\nvLLM {mode}: fallback on {dict(seen_on)}; fallback off {dict(seen_off)}")
+    assert seen_on == {on: 12} and seen_off == {off: 12}
+
+
+def test_degraded_answers_are_the_published_code_scores(fake_vllm: str, with_fallback: str) -> None:
+    set_fake_mode(fake_vllm, "error")
+    try:
+        answer = PredictResponse.model_validate(httpx.post(f"{with_fallback}/predict", json=BODY).json())
+    finally:
+        set_fake_mode(fake_vllm, "ok")
+    assert answer.score_kind == "codes" and answer.cold == ["i3"]
+    assert [s.score for s in answer.scores] == [sigmoid(CODES.logit(7, 1)), sigmoid(CODES.logit(7, None))]
+    healthy = PredictResponse.model_validate(httpx.post(f"{with_fallback}/predict", json=BODY).json())
+    assert healthy.degraded is None and [s.p_yes for s in healthy.scores] == [P_YES, P_YES]
+    metrics = httpx.get(f"{with_fallback}/metrics").text
+    assert 'binllm_degraded_total{reason="llm_unavailable"}' in metrics
+
+
+def test_vllm_down_is_degraded_with_the_fallback_and_a_503_without(published: str) -> None:
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    with running_service(published, **service_env(nowhere)) as on:
+        seen_on = outcomes(on)
+    with running_service(published, **service_env(nowhere, BINLLM_FALLBACK="false")) as off:
+        seen_off = outcomes(off)
+        assert set(burst(off, 5)) == {503}
+    print(f"\nvLLM down: fallback on {dict(seen_on)}; fallback off {dict(seen_off)}")
+    assert seen_on == {"200 degraded=llm_unavailable": 12}
+    assert seen_off == {"503 backend_unavailable": 12}
