@@ -110,6 +110,12 @@ def tune_command(
     share_prefixes: Annotated[
         bool | None, typer.Option("--share-prefixes/--no-share-prefixes", help="One prefix pass per user.")
     ] = None,
+    cache_trunk: Annotated[
+        bool | None,
+        typer.Option(
+            "--cache-trunk/--no-cache-trunk", help="Run the frozen lower layers once per prompt set."
+        ),
+    ] = None,
     layout: Annotated[
         str | None, typer.Option("--layout", help="'serving' (candidate last) or the papers' 'paper'.")
     ] = None,
@@ -156,6 +162,7 @@ def tune_command(
         "target_modules": _csv(target_modules) if target_modules is not None else None,
         "lora_top_layers": lora_top_layers,
         "share_prefixes": share_prefixes,
+        "cache_trunk": cache_trunk,
         "seed": seed,
         "device": device,
     }

@@ -15,13 +15,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from transformers import DynamicCache
+from transformers.masking_utils import create_causal_mask
 
 from model_store.llm.answer import AnswerTokens
+
+if TYPE_CHECKING:
+    from model_store.llm.trunk import TrunkStates
 
 
 @dataclass(frozen=True)
@@ -94,84 +98,170 @@ def shuffled_groups(groups: Sequence[PrefixGroup], seed: Sequence[int]) -> list[
     return [groups[index] for index in order]
 
 
-def _left_padded(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+def left_padded_ids(rows: Sequence[Sequence[int]], pad_id: int) -> torch.Tensor:
+    """Token rows left-padded with `pad_id` (each ends at the last column): [G, P]."""
     width = max(len(row) for row in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)  # [G, P]
-    mask = torch.zeros((len(rows), width), dtype=torch.long)  # [G, P]
     for index, row in enumerate(rows):
         if row:
             ids[index, width - len(row) :] = torch.tensor(row, dtype=torch.long)
-            mask[index, width - len(row) :] = 1
-    return ids, mask
+    return ids
 
 
-def _right_padded(rows: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+def right_padded_ids(rows: Sequence[Sequence[int]], pad_id: int) -> torch.Tensor:
+    """Token rows right-padded with `pad_id`: [N, L]."""
     width = max(len(row) for row in rows)
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)  # [N, L]
-    lengths = torch.tensor([len(row) for row in rows], dtype=torch.long)  # [N]
     for index, row in enumerate(rows):
         ids[index, : len(row)] = torch.tensor(row, dtype=torch.long)
-    return ids, lengths
+    return ids
+
+
+def _right_padded_states(states: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Per-row hidden states [len_k, E] stacked right-padded with zeros: [N, L, E]."""
+    width = max(state.shape[0] for state in states)
+    out = states[0].new_zeros((len(states), width, states[0].shape[1]))  # [N, L, E]
+    for index, state in enumerate(states):
+        out[index, : state.shape[0]] = state
+    return out
+
+
+def _left_padded_states(states: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Per-group hidden states [len_g, E] stacked left-padded with zeros: [G, P, E]."""
+    width = max(state.shape[0] for state in states)
+    out = states[0].new_zeros((len(states), width, states[0].shape[1]))  # [G, P, E]
+    for index, state in enumerate(states):
+        if state.shape[0]:
+            out[index, width - state.shape[0] :] = state
+    return out
+
+
+def run_layers(
+    decoder: Any,
+    hidden: torch.Tensor,
+    mask: torch.Tensor,
+    positions: torch.Tensor,
+    cache: DynamicCache | None,
+    layers: range,
+) -> torch.Tensor:
+    """`decoder.layers[layers]` on `hidden` [B, T, E] exactly as the decoder's own forward runs them.
+
+    Written out (mask, rotary embedding, layer loop) so that a pass can start above layer 0: the frozen
+    trunk's cached output (`model_store.llm.trunk`) goes straight into the first tuned layer.
+    """
+    causal_mask = create_causal_mask(
+        config=decoder.config,
+        inputs_embeds=hidden,
+        attention_mask=mask,
+        cache=cache,
+        position_ids=positions,
+        layer_idx=layers.start,
+    )
+    rotary = decoder.rotary_emb(hidden, position_ids=positions)
+    for index in layers:
+        hidden = decoder.layers[index](
+            hidden,
+            attention_mask=causal_mask,
+            position_ids=positions,
+            cache=cache,
+            use_cache=cache is not None,
+            position_embeddings=rotary,
+        )
+    return hidden
+
+
+@dataclass(frozen=True)
+class GroupBatch:
+    """One batch of groups laid out for `shared_pass`: prefixes left-padded, remainders right-padded."""
+
+    prefix_mask: torch.Tensor  # [G, P] long, 1 on real tokens (P may be 0)
+    rest_mask: torch.Tensor  # [N, L] long
+    lengths: torch.Tensor  # [N] real tokens per remainder
+    row_group: torch.Tensor  # [N] the group of each row
+    prefix_lengths: torch.Tensor  # [G]
+
+
+def layout(groups: Sequence[PrefixGroup]) -> GroupBatch:
+    """Masks and indices of a batch of groups (no token ids: the caller embeds or looks up states)."""
+    rests = [rest for group in groups for rest in group.rests]
+    lengths = torch.tensor([len(rest) for rest in rests], dtype=torch.long)  # [N]
+    rest_mask = (torch.arange(int(lengths.max()))[None, :] < lengths[:, None]).long()  # [N, L]
+    prefix_lengths = torch.tensor([len(group.prefix) for group in groups], dtype=torch.long)  # [G]
+    width = int(prefix_lengths.max())
+    prefix_mask = (torch.arange(width)[None, :] >= (width - prefix_lengths)[:, None]).long()  # [G, P]
+    row_group = torch.tensor([g for g, group in enumerate(groups) for _ in group.rests], dtype=torch.long)
+    return GroupBatch(prefix_mask, rest_mask, lengths, row_group, prefix_lengths)
+
+
+def shared_pass(
+    decoder: Any, batch: GroupBatch, prefix_in: torch.Tensor, rest_in: torch.Tensor, layers: range
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Runs `layers` on each group's prefix once, then on every row's remainder against its group's KV.
+
+    `prefix_in` [G, P, E] and `rest_in` [N, L, E] are the inputs of `layers.start` (embeddings for layer 0).
+    Returns the outputs of the last layer in `layers`, before the final norm: ([G, P, E], [N, L, E]).
+    """
+    device = rest_in.device
+    row_group = batch.row_group.to(device)
+    start = batch.prefix_lengths.to(device)[row_group][:, None]  # [N, 1]
+    rest_positions = start + torch.arange(rest_in.shape[1], device=device)[None, :]  # [N, L]
+    if batch.prefix_mask.shape[1] == 0:
+        rest_out = run_layers(decoder, rest_in, batch.rest_mask.to(device), rest_positions, None, layers)
+        return prefix_in, rest_out
+    prefix_mask = batch.prefix_mask.to(device)
+    prefix_positions = (prefix_mask.cumsum(-1) - 1).clamp(min=0)  # [G, P]
+    prefix_cache = DynamicCache(config=decoder.config)
+    prefix_out = run_layers(decoder, prefix_in, prefix_mask, prefix_positions, prefix_cache, layers)
+    per_row = DynamicCache(config=decoder.config)
+    for index in layers:  # each layer's KV [G, H_kv, P, D] -> [N, H_kv, P, D]
+        layer: Any = prefix_cache.layers[index]
+        per_row.update(layer.keys.index_select(0, row_group), layer.values.index_select(0, row_group), index)
+    mask = torch.cat([prefix_mask[row_group], batch.rest_mask.to(device)], dim=1)  # [N, P + L]
+    rest_out = run_layers(decoder, rest_in, mask, rest_positions, per_row, layers)
+    return prefix_out, rest_out
 
 
 def group_margins(
-    model: torch.nn.Module, groups: Sequence[PrefixGroup], answer: AnswerTokens, pad_id: int
+    model: torch.nn.Module,
+    groups: Sequence[PrefixGroup],
+    answer: AnswerTokens,
+    pad_id: int,
+    trunk: TrunkStates | None = None,
 ) -> torch.Tensor:
     """z_yes - z_no of every row of `groups`, in group then row order: [N] float32 (differentiable).
 
     Prefixes are left-padded (each ends at column P - 1) and the remainders right-padded after them, so a
-    row's real tokens sit at positions len(prefix) + j and pads are masked everywhere.
+    row's real tokens sit at positions len(prefix) + j and pads are masked everywhere. With `trunk`, the
+    layers below `trunk.start` are not run: their cached outputs for these rows are the inputs.
     """
     device = next(model.parameters()).device
     decoder: Any = model.get_decoder()  # type: ignore[operator]
-    row_group = torch.tensor(
-        [g for g, group in enumerate(groups) for _ in group.rests], dtype=torch.long, device=device
-    )  # [N]
-    rests = [rest for group in groups for rest in group.rests]
-    rest_ids, lengths = _right_padded(rests, pad_id)  # [N, L], [N]
-    rest_mask = (torch.arange(rest_ids.shape[1])[None, :] < lengths[:, None]).long()  # [N, L]
-    prefix_lengths = torch.tensor([len(group.prefix) for group in groups], dtype=torch.long)  # [G]
-    start = prefix_lengths.to(device)[row_group][:, None]  # [N, 1]
-    rest_positions = start + torch.arange(rest_ids.shape[1], device=device)[None, :]  # [N, L]
-    if int(prefix_lengths.max()) == 0:
-        hidden = decoder(
-            input_ids=rest_ids.to(device),
-            attention_mask=rest_mask.to(device),
-            position_ids=rest_positions,
-            use_cache=False,
-        ).last_hidden_state  # [N, L, E]
+    batch = layout(groups)
+    if trunk is None:
+        layers = range(len(decoder.layers))
+        prefix_ids = left_padded_ids([group.prefix for group in groups], pad_id)  # [G, P]
+        rest_ids = right_padded_ids([rest for group in groups for rest in group.rests], pad_id)  # [N, L]
+        prefix_in = decoder.embed_tokens(prefix_ids.to(device))  # [G, P, E]
+        rest_in = decoder.embed_tokens(rest_ids.to(device))  # [N, L, E]
     else:
-        prefix_ids, prefix_mask = _left_padded([group.prefix for group in groups], pad_id)  # [G, P]
-        prefix_positions = (prefix_mask.cumsum(-1) - 1).clamp(min=0)  # [G, P]
-        prefix_cache = decoder(
-            input_ids=prefix_ids.to(device),
-            attention_mask=prefix_mask.to(device),
-            position_ids=prefix_positions.to(device),
-            use_cache=True,
-        ).cache
-        per_row = DynamicCache(
-            ddp_cache_data=[
-                (layer.keys.index_select(0, row_group), layer.values.index_select(0, row_group))
-                for layer in prefix_cache.layers
-            ]
-        )  # each layer [N, H_kv, P, D]
-        mask = torch.cat([prefix_mask.to(device)[row_group], rest_mask.to(device)], dim=1)  # [N, P + L]
-        hidden = decoder(
-            input_ids=rest_ids.to(device),
-            attention_mask=mask,
-            position_ids=rest_positions,
-            cache=per_row,
-            use_cache=True,
-        ).last_hidden_state  # [N, L, E]
-    last = hidden[torch.arange(len(rests), device=device), (lengths - 1).to(device)]  # [N, E]
+        layers = range(trunk.start, len(decoder.layers))
+        prefix_in = _left_padded_states([trunk.prefixes[group.prefix] for group in groups])
+        rest_in = _right_padded_states([trunk.rests[row] for group in groups for row in group.rows])
+    _, hidden = shared_pass(decoder, batch, prefix_in, rest_in, layers)
+    last = hidden[torch.arange(hidden.shape[0], device=device), (batch.lengths - 1).to(device)]  # [N, E]
+    last = decoder.norm(last)  # RMSNorm is per position: norming only the read positions is the same
     weight = model.get_output_embeddings().weight  # type: ignore[operator]  # [V, E]
     direction = weight[answer.yes_id] - weight[answer.no_id]  # [E]: z_yes - z_no = last . (w_yes - w_no)
     return last.float() @ direction.float()  # [N]
 
 
 def ordered_margins(
-    model: torch.nn.Module, batch: Sequence[PrefixGroup], answer: AnswerTokens, pad_id: int
+    model: torch.nn.Module,
+    batch: Sequence[PrefixGroup],
+    answer: AnswerTokens,
+    pad_id: int,
+    trunk: TrunkStates | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """`group_margins` and the prompt-set row index of each margin: ([N] float32, [N] long)."""
     rows = torch.tensor([row for group in batch for row in group.rows], dtype=torch.long)
-    return group_margins(model, batch, answer, pad_id), rows
+    return group_margins(model, batch, answer, pad_id, trunk), rows

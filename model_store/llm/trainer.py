@@ -35,6 +35,7 @@ from model_store.llm.grouped import (
     ordered_margins,
     shuffled_groups,
 )
+from model_store.llm.trunk import TrunkStates, compute_trunk, frozen_layers
 from model_store.llm.tune_config import TuneConfig
 from model_store.metrics import evaluate_scores
 
@@ -81,7 +82,6 @@ def prefix_groups(
     ]
 
 
-@torch.no_grad()
 def score_margins(
     model: torch.nn.Module,
     tokenizer: PreTrainedTokenizerBase,
@@ -91,16 +91,31 @@ def score_margins(
     batch_size: int,
     progress: bool = False,
 ) -> np.ndarray:
-    """Margins for every prompt of `data`, in order (validation during tuning), prefixes shared."""
+    """Margins for every prompt of `data`, in order (evaluation), prefixes shared."""
+    groups = prefix_groups(tokenizer, data)
+    return score_groups(model, groups, len(data), answer, pad_token_id(tokenizer), batch_size, progress)
+
+
+@torch.no_grad()
+def score_groups(
+    model: torch.nn.Module,
+    groups: list[PrefixGroup],
+    n_rows: int,
+    answer: AnswerTokens,
+    pad_id: int,
+    batch_size: int,
+    progress: bool = False,
+    trunk: TrunkStates | None = None,
+) -> np.ndarray:
+    """Margins of the `n_rows` rows that `groups` cover, in row order; `trunk` skips the frozen layers."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    pad_id = pad_token_id(tokenizer)
-    out = np.zeros(len(data), dtype=np.float32)
-    batches = list(batches_of_groups(prefix_groups(tokenizer, data), batch_size))
+    out = np.zeros(n_rows, dtype=np.float32)
+    batches = list(batches_of_groups(groups, batch_size))
     for batch in tqdm(batches, desc="valid", disable=not progress, leave=False):
         with autocast_for(device):
-            margins, rows = ordered_margins(model, batch, answer, pad_id)
+            margins, rows = ordered_margins(model, batch, answer, pad_id, trunk)
         out[rows.numpy()] = margins.float().cpu().numpy()
     model.train(was_training)
     return out
@@ -150,6 +165,9 @@ class StageTrainer:
         self.pad_id = pad_token_id(tokenizer)
         self.labels = torch.tensor(train.labels, dtype=torch.float32)
         self.groups = prefix_groups(tokenizer, train, share_prefixes=config.share_prefixes)
+        self.valid_groups = prefix_groups(tokenizer, valid)
+        self.trunk_layers = frozen_layers(model) if config.cache_trunk else 0
+        self._trunks: dict[str, TrunkStates] = {}
         total_steps = sum(
             math.ceil(len(self.epoch_batches(epoch)) / config.grad_accum) for epoch in range(config.epochs)
         )
@@ -216,10 +234,23 @@ class StageTrainer:
             return state.bad_evals >= config.patience
         return self._validate(state)
 
+    def trunk(self, split: str) -> TrunkStates | None:
+        """The frozen layers' output for "train" or "valid", computed on first use (None: nothing frozen)."""
+        if self.trunk_layers == 0:
+            return None
+        if split not in self._trunks:
+            groups = self.groups if split == "train" else self.valid_groups
+            with autocast_for(self.device):
+                self._trunks[split] = compute_trunk(
+                    self.model, groups, self.pad_id, self.trunk_layers, self.config.eval_batch_size
+                )
+        return self._trunks[split]
+
     def _backward(self, batch: list[PrefixGroup]) -> float:
         """Forward + backward of one micro-batch; returns its mean loss."""
+        trunk = self.trunk("train")
         with autocast_for(self.device):
-            margins, rows = ordered_margins(self.model, batch, self.answer, self.pad_id)  # [batch] float32
+            margins, rows = ordered_margins(self.model, batch, self.answer, self.pad_id, trunk)  # [batch]
         labels = self.labels[rows].to(self.device)  # [batch]
         loss = torch.nn.functional.binary_cross_entropy_with_logits(margins, labels)
         (loss / self.config.grad_accum).backward()
@@ -236,13 +267,15 @@ class StageTrainer:
 
     def _validate(self, state: TrainState) -> bool:
         """Score valid, keep the best adapter, checkpoint; True when patience is exhausted."""
-        margins = score_margins(
+        margins = score_groups(
             self.model,
-            self.tokenizer,
-            self.valid,
+            self.valid_groups,
+            len(self.valid),
             self.answer,
-            batch_size=self.config.eval_batch_size,
-            progress=self.config.progress,
+            self.pad_id,
+            self.config.eval_batch_size,
+            self.config.progress,
+            self.trunk("valid"),
         )
         metrics = validation_metrics(margins, self.valid)
         record = {"stage": self.stage, "epoch": state.epoch, "step": state.optimizer_steps, **metrics}

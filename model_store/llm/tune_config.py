@@ -56,6 +56,11 @@ class TuneConfig(BaseModel):
         description="Run each user prefix once per batch for all its rows (same loss, fewer tokens); "
         "False = whole-prompt batches.",
     )
+    cache_trunk: bool = Field(
+        default=True,
+        description="Run the frozen layers below the LoRA layers once per prompt set and reuse their output "
+        "in every epoch and validation (same numbers; ~2.3 KB per token of memory for SmolLM2).",
+    )
     prompt_style: PromptStyle = Field(
         default_factory=lambda: PromptStyle(layout="serving", code_mode="hex"),
         description="Prompt wording; default: serving layout with hex codes.",

@@ -29,6 +29,7 @@ from model_store.llm.grouped import (
 from model_store.llm.models import load_causal_lm
 from model_store.llm.scorer import PromptScorer
 from model_store.llm.trainer import pad_token_id, prefix_groups
+from model_store.llm.trunk import compute_trunk, frozen_layers
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -55,9 +56,11 @@ def prompt_set() -> PromptSet:
     return PromptSet(prompts, prefixes, [i % 2 for i in range(n)], uids, list(range(n)))
 
 
-def lora_model(tiny_llama_dir: Path) -> torch.nn.Module:
+def lora_model(tiny_llama_dir: Path, layers: list[int] | None = None) -> torch.nn.Module:
     model, _ = load_causal_lm(tiny_llama_dir, dtype=torch.float32, device="cpu")
-    config = LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj"])
+    config = LoraConfig(
+        r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj"], layers_to_transform=layers
+    )
     peft_model = get_peft_model(model, config)
     torch.manual_seed(0)
     for name, parameter in peft_model.named_parameters():
@@ -119,3 +122,25 @@ def test_shared_margins_equal_whole_prompt_margins_and_gradients(tiny_llama_dir:
     scores = PromptScorer(merged, tokenizer).score_prompts(data.prompts)
     torch.testing.assert_close(torch.sigmoid(margins[0]), torch.tensor(scores), atol=1e-5, rtol=1e-4)
     assert np.isfinite(scores).all()
+
+
+def test_cached_trunk_gives_the_full_pass_margins_and_gradients(tiny_llama_dir: Path) -> None:
+    model = lora_model(tiny_llama_dir, layers=[1])  # layer 0 frozen: the trunk
+    _, tokenizer = load_causal_lm(tiny_llama_dir, device="cpu")
+    answer, pad = find_answer_tokens(tokenizer), pad_token_id(tokenizer)
+    groups = prefix_groups(tokenizer, prompt_set())
+    assert frozen_layers(model) == 1
+    trunk = compute_trunk(model, groups, pad, start=1, batch_size=3)  # other batches than below
+    assert len(trunk.rests) == len(prompt_set()) and not any(t.requires_grad for t in trunk.rests.values())
+
+    margins, gradients = [], []
+    for cached in (trunk, None):
+        model.zero_grad()
+        values, rows = ordered_margins(model, groups, answer, pad, cached)
+        values.pow(2).sum().backward()
+        margins.append(values.detach()[torch.argsort(rows)])
+        gradients.append([p.grad.clone() for p in model.parameters() if p.grad is not None])
+    torch.testing.assert_close(margins[0], margins[1], atol=1e-5, rtol=1e-4)
+    assert len(gradients[0]) == len(gradients[1]) > 0
+    for cached_grad, full_grad in zip(*gradients, strict=True):
+        torch.testing.assert_close(cached_grad, full_grad, atol=1e-5, rtol=1e-4)

@@ -164,6 +164,34 @@ def test_shared_prefixes_give_the_loss_curve_of_whole_prompts(tiny_llama_dir, tm
     assert max(curves[True]) - min(curves[True]) > 1e-3  # the loss moved, so equality means something
 
 
+def test_cached_trunk_gives_the_loss_curve_and_validations_of_the_full_pass(
+    tiny_llama_dir, tmp_path, monkeypatch
+):
+    import model_store.llm.trainer as trainer_module
+
+    computed = []
+    real_compute = trainer_module.compute_trunk
+    monkeypatch.setattr(
+        trainer_module, "compute_trunk", lambda *a, **k: computed.append(a[3]) or real_compute(*a, **k)
+    )
+    train, valid = _splits(tmp_path, title_rule=False, n_train=48)
+    common = {"stages": (1, 2), "codes": "x", "epochs": 2, "lora_dropout": 0.0, "lora_top_layers": 1}
+    runs = {}
+    for cached in (True, False):
+        out = tmp_path / f"trunk-{cached}"
+        tune(_config(tiny_llama_dir, train, valid, out, cache_trunk=cached, **common), codes=RuleCodes())
+        runs[cached] = json.loads((out / "metrics.json").read_text())
+    assert len(runs[True]["losses"]) == len(runs[False]["losses"]) >= 8
+    np.testing.assert_allclose(runs[True]["losses"], runs[False]["losses"], rtol=1e-4, atol=1e-5)
+    assert max(runs[True]["losses"]) - min(runs[True]["losses"]) > 1e-3
+    aucs = {
+        cached: [e["auc"] for s in run["stages"].values() for e in s["evals"]] for cached, run in runs.items()
+    }
+    assert len(aucs[True]) == 4
+    assert computed == [1, 1, 1, 1]  # train and valid, once per stage each: layer 0 run once, not per epoch
+    np.testing.assert_allclose(aucs[True], aucs[False], atol=1e-6)
+
+
 def test_resume_after_a_crash_ends_with_the_same_adapter_as_an_uninterrupted_run(
     tiny_llama_dir, tmp_path, monkeypatch
 ):
