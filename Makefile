@@ -30,7 +30,7 @@ demo: install
 # The embedded default: local backend + directory snapshot. Set BINLLM_STORE=redis BINLLM_REDIS_URL=...
 # BINLLM_BACKEND=vllm BINLLM_VLLM__BASE_URL=... to serve production-style with the same command.
 serve: demo
-	$(VENV)/bin/uvicorn app.main:app --host 0.0.0.0 --port $(PORT)
+	BINLLM_SERVER__HOST=0.0.0.0 BINLLM_SERVER__PORT=$(PORT) $(PY) -m app.server
 
 lint: install
 	$(VENV)/bin/ruff check .

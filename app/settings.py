@@ -9,6 +9,7 @@ snapshot directory.
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal, Self
@@ -57,6 +58,40 @@ class LocalSettings(BaseModel):
         description="Candidates per model call: a request is scored chunk by chunk, so small requests "
         "queued behind a large one wait one chunk, and an abandoned request stops at the next chunk; "
         "None = the whole request in one call.",
+    )
+
+
+class ServerSettings(BaseModel):
+    """How `python -m app.server` runs uvicorn: address, workers and the limits that keep slow or greedy
+    clients from holding the server."""
+
+    host: str = Field(default="127.0.0.1", description="Address to listen on (0.0.0.0 in containers).")
+    port: int = Field(default=8000, ge=1, le=65535, description="Port to listen on.")
+    workers: int = Field(
+        default_factory=lambda: int(os.environ.get("WEB_CONCURRENCY", "1")),
+        ge=1,
+        description="uvicorn worker processes (default: $WEB_CONCURRENCY, else 1).",
+    )
+    limit_concurrency: int = Field(
+        default=512,
+        ge=1,
+        description="Open connections + requests per worker beyond which uvicorn answers 503.",
+    )
+    header_timeout_s: float = Field(
+        default=10.0, gt=0, description="A connection must send complete request headers within this."
+    )
+    timeout_keep_alive_s: int = Field(
+        default=5, ge=1, description="Idle keep-alive connections close after it."
+    )
+    max_header_bytes: int = Field(
+        default=16 * 1024, ge=1024, description="Largest request line + headers, bytes (larger: 400)."
+    )
+    backlog: int = Field(default=2048, ge=1, description="Pending TCP connections the kernel queues.")
+    timeout_graceful_shutdown_s: int = Field(
+        default=20, ge=1, description="On shutdown, how long in-flight requests may finish."
+    )
+    proxy_headers: bool = Field(
+        default=False, description="Trust X-Forwarded-* from a proxy in front (containers behind one)."
     )
 
 
@@ -120,6 +155,7 @@ class ServiceSettings(BaseSettings):
         "code-only score published with the snapshot, marked `degraded`; false = 503 as before.",
     )
     vllm: VllmSettings = Field(default_factory=VllmSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
     local: LocalSettings = Field(default_factory=LocalSettings)
 
     @model_validator(mode="after")

@@ -86,7 +86,15 @@ def publish_command(
     model: Annotated[
         Path | None, typer.Option("--model", help="Exported model directory with binllm.json.")
     ] = None,
-    redis_url: Annotated[str | None, typer.Option("--redis", help="Publish to this Redis URL.")] = None,
+    redis_url: Annotated[
+        str | None,
+        typer.Option(
+            "--redis",
+            envvar="BINLLM_PUBLISH_REDIS_URL",
+            show_envvar=True,
+            help="Publish to this Redis URL; from the environment, a password stays off the command line.",
+        ),
+    ] = None,
     out_dir: Annotated[
         Path | None, typer.Option("--out-dir", help="Publish to this snapshot directory.")
     ] = None,

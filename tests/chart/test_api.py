@@ -86,3 +86,12 @@ def test_cpu_mode_serves_the_local_backend_from_the_artifacts_volume(render: Ren
     api = container(kind_named(manifests, "Deployment", "api"), "api")
     assert {"name": "artifacts", "mountPath": "/artifacts", "readOnly": True} in api["volumeMounts"]
     assert api["command"] == ["binllm-api-entrypoint"]
+
+
+def test_api_runs_app_server_with_its_connection_limits_for_both_backends(render: Render) -> None:
+    for backend in ("vllm", "local"):
+        manifests = render({"api": {"backend": backend}})
+        api = container(kind_named(manifests, "Deployment", "api"), "api")
+        assert api["args"] == ["python", "-m", "app.server"]
+        config = kind_named(manifests, "ConfigMap", "")["data"]
+        assert (config["BINLLM_SERVER__HOST"], config["BINLLM_SERVER__PORT"]) == ("0.0.0.0", "8000")

@@ -73,9 +73,14 @@ def test_publish_job_reads_the_artifacts_and_writes_to_the_secret_redis_url(rend
     publish = container(kind_named(render(), "Job", "publish"), "publish")
     args = publish["args"]
     assert args[0] == "publish"
-    assert args[args.index("--redis") + 1] == "$(BINLLM_REDIS_URL)"
     assert args[args.index("--model") + 1] == "/artifacts/model"
+    assert publish["env"][0]["name"] == "BINLLM_PUBLISH_REDIS_URL"
     assert publish["env"][0]["valueFrom"]["secretKeyRef"]["key"] == "BINLLM_REDIS_URL"
+
+
+def test_publish_job_keeps_the_redis_url_off_the_command_line(render: Render) -> None:
+    args = container(kind_named(render(), "Job", "publish"), "publish")["args"]
+    assert "--redis" not in args and not any("REDIS_URL" in arg for arg in args)
 
 
 def test_should_not_create_the_artifacts_claim_when_an_existing_one_is_named(render: Render) -> None:

@@ -130,6 +130,18 @@ def test_both_targets_at_once_are_refused(
     assert "exactly one of --redis URL or --out-dir DIR" in capsys.readouterr().err
 
 
+def test_the_redis_url_can_come_from_the_environment_instead_of_argv(
+    inputs: dict[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("BINLLM_PUBLISH_REDIS_URL", "redis://:pw@127.0.0.1:1/0")
+    args = ["publish", *flat(inputs), "--out-dir", str(tmp_path / "s")]
+    assert run_cli(args, monkeypatch) == 2  # the environment's URL counts as --redis
+    assert "exactly one of --redis URL or --out-dir DIR" in capsys.readouterr().err
+
+
 def test_missing_data_directory_is_named(
     inputs: dict[str, str],
     tmp_path: Path,

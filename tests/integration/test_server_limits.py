@@ -1,0 +1,121 @@
+"""Slow and greedy clients against `python -m app.server` (real uvicorn with the service's limits, a real
+redis-server): connections trickling headers are closed, huge bodies are refused with 413 before they are
+read, and a request whose client hangs up is cancelled.
+
+    .venv/bin/pytest -m integration tests/integration/test_server_limits.py -s
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from model_store.contract.fusion import CodeScore
+from model_store.publish_redis import RedisPublisher
+from tests.integration.conftest import free_port
+from tests.integration.fake_vllm import running_fake_vllm, set_fake_mode
+from tests.integration.service_process import REPO
+from tests.integration.test_service_redis import counter, make_snapshot
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def fake_vllm() -> Iterator[str]:
+    with running_fake_vllm() as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def server(redis_server: str, fake_vllm: str) -> Iterator[str]:
+    """`python -m app.server` with a 1 s header timeout, backend=vllm on the fake server."""
+    snapshot = make_snapshot("v1")
+    manifest = snapshot.manifest.model_copy(
+        update={
+            "code_score": CodeScore(bits=32, scale=0.1, bias=0.0, unknown_user_code=0, unknown_item_code=0)
+        }
+    )
+    RedisPublisher.from_url(redis_server).publish(
+        snapshot.__class__(manifest, snapshot.users, snapshot.items)
+    )
+    port = free_port()
+    env = {
+        **os.environ,
+        "BINLLM_STORE": "redis",
+        "BINLLM_REDIS_URL": redis_server,
+        "BINLLM_BACKEND": "vllm",
+        "BINLLM_VLLM__BASE_URL": fake_vllm,
+        "BINLLM_DEADLINE_S": "20",
+        "BINLLM_SERVER__PORT": str(port),
+        "BINLLM_SERVER__HEADER_TIMEOUT_S": "1",
+    }
+    proc = subprocess.Popen([sys.executable, "-m", "app.server"], cwd=REPO, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            assert proc.poll() is None, "app.server exited"
+            try:
+                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def _port(url: str) -> int:
+    return int(url.rsplit(":", 1)[1])
+
+
+def test_connections_trickling_headers_are_closed_after_the_header_timeout(server: str) -> None:
+    socks = []
+    for _ in range(50):
+        sock = socket.create_connection(("127.0.0.1", _port(server)), timeout=5)
+        sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\n")  # the headers never end
+        socks.append(sock)
+    time.sleep(2.5)
+    closed = 0
+    for sock in socks:
+        try:
+            closed += sock.recv(1) == b""
+        except OSError:
+            closed += 1
+        sock.close()
+    print(f"\nslow headers: {closed} of {len(socks)} connections closed by the server after 2.5 s")
+    assert closed == len(socks)
+    assert httpx.get(f"{server}/healthz").status_code == 200
+
+
+def test_a_100_mb_body_is_refused_with_413_before_it_is_read(server: str) -> None:
+    with socket.create_connection(("127.0.0.1", _port(server)), timeout=5) as sock:
+        start = time.perf_counter()
+        head = b"POST /predict HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\ncontent-length: 104857600\r\n\r\n"
+        sock.sendall(head + b'{"user_id": "')  # nothing more is sent
+        reply = sock.recv(4096)
+        seconds = time.perf_counter() - start
+    status_line = reply.split(b"\r\n")[0].decode()
+    print(f"\n100 MB declared: {status_line} after {seconds:.3f} s")
+    assert reply.startswith(b"HTTP/1.1 413") and seconds < 2
+
+
+def test_a_request_whose_client_hangs_up_is_cancelled(server: str, fake_vllm: str) -> None:
+    set_fake_mode(fake_vllm, "hang")
+    before = counter(server, "binllm_client_disconnects_total")
+    try:
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(f"{server}/predict", json={"user_id": "u1", "item_ids": ["i1"]}, timeout=0.5)
+        time.sleep(0.5)
+    finally:
+        set_fake_mode(fake_vllm, "ok")
+    assert counter(server, "binllm_client_disconnects_total") - before == 1
+    assert counter(server, "binllm_request_duration_seconds_count", route="/predict", status="499") >= 1
