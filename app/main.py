@@ -27,6 +27,7 @@ from app.scorers.base import Scorer
 from app.service import PredictService, ServingPolicy
 from app.settings import ServiceSettings, get_settings
 from app.store.base import CatalogStore
+from model_store.contract.snapshot import ModelManifest
 
 logger = logging.getLogger(__name__)
 
@@ -56,8 +57,11 @@ def build_scorer(settings: ServiceSettings, store: CatalogStore) -> Scorer:
     if settings.backend == "vllm":
         from app.scorers.vllm import VllmScorer
 
-        manifest = store.manifest
-        return VllmScorer(settings.vllm, manifest.model if manifest is not None else None)
+        def served_model() -> ModelManifest | None:  # the active snapshot's, read per call: never latched
+            manifest = store.manifest
+            return manifest.model if manifest is not None else None
+
+        return VllmScorer(settings.vllm, manifest_source=served_model)
     if settings.backend == "local":
         from app.scorers.local import LocalScorer
 
@@ -76,6 +80,7 @@ def serving_policy(settings: ServiceSettings) -> ServingPolicy:
         deadline_s=settings.deadline_s,
         chunk_candidates=settings.local.chunk_candidates if settings.backend == "local" else None,
         max_queued_candidates=settings.max_queued_candidates,
+        readiness_timeout_s=settings.readiness_timeout_s,
     )
 
 
@@ -106,9 +111,7 @@ def create_app(
         the_store = store or build_store(resolved)
         await the_store.open()
         the_scorer = scorer or build_scorer(resolved, the_store)
-        start = getattr(the_scorer, "start", None)
-        if start is not None:
-            await start()
+        await the_scorer.start()
         app.state.settings = resolved
         app.state.store = the_store
         app.state.scorer = the_scorer

@@ -94,9 +94,13 @@ class ErrorResponse(BaseModel):
 
 
 class ReadyResponse(BaseModel):
-    """/readyz when everything is ready."""
+    """/readyz when the service answers: 'ready', or 'degraded' when the LLM backend cannot score and the
+    code-only fallback answers instead (the pod still serves, so it stays in rotation)."""
 
-    status: str = "ready"
+    status: Literal["ready", "degraded"] = "ready"
+    degraded: Literal["llm_unavailable"] | None = Field(
+        default=None, description="Why answers are code-only now; null when the LLM scores."
+    )
     snapshot_version: str
     backend: str
     model_note: str | None = Field(

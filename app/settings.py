@@ -149,6 +149,11 @@ class ServiceSettings(BaseSettings):
         "None = no deadline.",
     )
     item_cache_size: int = Field(default=100_000, ge=0, description="In-process item cache entries; 0 = off.")
+    readiness_timeout_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="Most time each /readyz check (store, backend probe) may take; past it, not ready.",
+    )
     fallback: bool = Field(
         default=True,
         description="When the LLM backend is down, erroring or past the deadline, answer 200 with the "

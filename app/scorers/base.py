@@ -30,12 +30,17 @@ class Scorer(Protocol):
 
     name: str
 
+    async def start(self) -> None:
+        """Called once by the lifespan before the first request (load a model, probe a server); must not
+        raise for a backend that is merely down (readiness reports that)."""
+        ...
+
     async def score(self, groups: Sequence[PromptGroup]) -> list[list[float]]:
         """One list of scores per group, in suffix order. Raises BackendUnavailableError when unreachable."""
         ...
 
     async def ready(self) -> bool:
-        """True when the backend can answer now (used by /readyz)."""
+        """True when the backend can answer now (used by /readyz, which bounds the call to about 1 s)."""
         ...
 
     async def aclose(self) -> None:

@@ -28,6 +28,9 @@ class InstantScorer:
 
     name = "instant"
 
+    async def start(self) -> None:
+        """Nothing to start."""
+
     async def score(self, groups: Sequence[PromptGroup]) -> list[list[float]]:
         """One pseudo-score per prompt, in suffix order."""
         return [[pseudo_score(prompt) for prompt in group.prompts()] for group in groups]

@@ -29,13 +29,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Any, Literal, TypeVar
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from app.errors import BackendResponseError, BackendUnavailableError, SnapshotMissingError
+from app.errors import BackendResponseError, BackendUnavailableError, BinllmError, SnapshotMissingError
 from app.scorers.base import PromptGroup
 from app.settings import VllmSettings
 from model_store.contract.snapshot import ModelManifest
@@ -43,6 +44,9 @@ from model_store.contract.snapshot import ModelManifest
 logger = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({502, 503, 504})
+PROBE_TIMEOUT_S = 0.8  # readiness probes answer within about 1 s, whatever vLLM does
+PROBE_CACHE_S = 2.0  # probes hitting /readyz often cost one tiny scoring call per 2 s
+_PROBE = PromptGroup(prefix="Readiness probe. Answer Yes or No.", suffixes=(" #Answer:",))
 _BACKOFF_S = 0.05  # first retry after 50 ms, then 100 ms, 200 ms...
 _ResponseT = TypeVar("_ResponseT", bound=BaseModel)
 
@@ -193,12 +197,14 @@ class VllmScorer:
         settings: VllmSettings,
         manifest: ModelManifest | None = None,
         *,
+        manifest_source: Callable[[], ModelManifest | None] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         if not settings.base_url:
             raise ValueError("VllmScorer needs settings.base_url")
         self._settings = settings
-        self._answer = (manifest.yes_token_id, manifest.no_token_id) if manifest else None
+        self._manifest_source = manifest_source or (lambda: manifest)
+        self._probe: tuple[float, bool] | None = None  # (when, result) of the last readiness probe
         self._model: str | None = settings.model
         self._model_lock = asyncio.Lock()
         headers = {}
@@ -225,9 +231,10 @@ class VllmScorer:
             reply = await self._post("/classify", body)
             flat = _parse(ClassifyResponse, reply).yes_probabilities(len(prompts))
         else:
-            if self._answer is None:  # the service started before any snapshot was published
+            served = self._manifest_source()  # the active snapshot's model, so a publish needs no restart
+            if served is None:  # nothing published yet
                 raise SnapshotMissingError("mode=completions needs the model manifest's Yes/No token ids")
-            yes_id, no_id = self._answer
+            yes_id, no_id = served.yes_token_id, served.no_token_id
             body_c = CompletionsRequest.for_prompts(model, prompts, yes_id, no_id)
             reply = await self._post("/v1/completions", body_c)
             flat = _parse(CompletionsResponse, reply).yes_probabilities(len(prompts), yes_id, no_id)
@@ -251,13 +258,27 @@ class VllmScorer:
                 self._model = cards[0].id
         return self._model
 
+    async def start(self) -> None:
+        """Probe the server once, so the log says at start-up whether it scores (never fatal)."""
+        if not await self.ready():
+            logger.warning("vLLM does not score yet; /readyz reports it (the fallback answers meanwhile)")
+
     async def ready(self) -> bool:
-        """GET /health answers 200 (vLLM's own liveness route; 503 while the engine is dead)."""
+        """A real, tiny scoring call answers with a probability, within PROBE_TIMEOUT_S; cached PROBE_CACHE_S.
+
+        vLLM's own `/health` says 200 while `/classify` errors, answers garbage or hangs, so it is not asked.
+        """
+        now = time.monotonic()
+        if self._probe is not None and now - self._probe[0] < PROBE_CACHE_S:
+            return self._probe[1]
         try:
-            response = await self._client.get("/health")
-        except httpx.HTTPError:
-            return False
-        return response.status_code == 200
+            async with asyncio.timeout(PROBE_TIMEOUT_S):
+                (scores,) = await self.score([_PROBE])
+            ok = len(scores) == 1 and 0.0 <= scores[0] <= 1.0
+        except (BinllmError, TimeoutError):
+            ok = False
+        self._probe = (time.monotonic(), ok)
+        return ok
 
     async def aclose(self) -> None:
         """Close the pooled connections."""

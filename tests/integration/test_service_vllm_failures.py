@@ -11,15 +11,16 @@ message and a request id, never the backend's URL credentials or its error body.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from app.schemas import ErrorResponse, PredictResponse
+from app.schemas import ErrorResponse, PredictResponse, ReadyResponse
 from model_store.contract.fusion import CodeScore, sigmoid
-from model_store.publish_redis import RedisPublisher
+from model_store.publish.redis import RedisPublisher
 from tests.integration.conftest import free_port
 from tests.integration.fake_vllm import P_YES, SECRET, running_fake_vllm, set_fake_mode
 from tests.integration.service_process import running_service
@@ -138,3 +139,30 @@ def test_vllm_down_is_degraded_with_the_fallback_and_a_503_without(published: st
     print(f"\nvLLM down: fallback on {dict(seen_on)}; fallback off {dict(seen_off)}")
     assert seen_on == {"200 degraded=llm_unavailable": 12}
     assert seen_off == {"503 backend_unavailable": 12}
+
+
+@pytest.mark.parametrize("mode", ["error", "garbage", "hang"])
+def test_readyz_tells_the_truth_within_about_a_second(
+    fake_vllm: str, with_fallback: str, without_fallback: str, mode: str
+) -> None:
+    for _ in range(50):  # a failed probe of an earlier test is cached for 2 s
+        if httpx.get(f"{with_fallback}/readyz").json()["status"] == "ready":
+            break
+        time.sleep(0.1)
+    assert httpx.get(f"{with_fallback}/readyz").json()["status"] == "ready"
+    set_fake_mode(fake_vllm, mode)
+    try:
+        time.sleep(2.1)  # past the probe cache
+        start = time.perf_counter()
+        degraded = httpx.get(f"{with_fallback}/readyz", timeout=10)
+        unready = httpx.get(f"{without_fallback}/readyz", timeout=10)
+        seconds = time.perf_counter() - start
+    finally:
+        set_fake_mode(fake_vllm, "ok")
+    print(
+        f"\nvLLM {mode}: /readyz {degraded.status_code} {degraded.json()} and {unready.status_code} in {seconds:.2f} s"
+    )
+    ready = ReadyResponse.model_validate(degraded.json())
+    assert degraded.status_code == 200 and (ready.status, ready.degraded) == ("degraded", "llm_unavailable")
+    assert unready.status_code == 503 and "backend 'vllm' not ready" in unready.json()["error"]["message"]
+    assert seconds < 2.5  # two probes, each bounded to about 1 s

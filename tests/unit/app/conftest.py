@@ -17,7 +17,7 @@ from app.scorers.instant import pseudo_score
 from model_store.contract.fusion import CodeScore, ScoreFusion
 from model_store.contract.snapshot import ItemEntry, ModelManifest, SnapshotManifest, UserEntry
 from model_store.publish import Snapshot
-from model_store.publish_directory import DirectoryPublisher
+from model_store.publish.directory import DirectoryPublisher
 
 USERS = {
     "u1": UserEntry(code=0xF0F0F0F0, history_titles=["Heat (1995)", "Ran (1985)"]),
@@ -92,6 +92,9 @@ class RecordingScorer:
             raise self.fail_with
         scores = [[pseudo_score(p) for p in group.prompts()] for group in groups]
         return [s[:-1] for s in scores] if self.wrong_count else scores
+
+    async def start(self) -> None:
+        """Nothing to start."""
 
     async def ready(self) -> bool:
         """As configured."""

@@ -16,7 +16,7 @@ from app.service import PredictService
 from app.store.directory import DirectoryStore
 from model_store.contract.fusion import CodeScore, ScoreFusion
 from model_store.contract.prompts import CandidateItem, PromptStyle, UserContext, render_prompt
-from model_store.publish_directory import DirectoryPublisher
+from model_store.publish.directory import DirectoryPublisher
 
 STYLE = PromptStyle()
 U1 = UserContext(history_titles=("Heat (1995)", "Ran (1985)"), code=0xF0F0F0F0)

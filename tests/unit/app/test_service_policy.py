@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,13 +15,14 @@ from app.errors import (
     BackendResponseError,
     BackendUnavailableError,
     DeadlineExceededError,
+    NotReadyError,
     OverloadedError,
 )
-from app.schemas import PredictRequest, PredictResponse
+from app.schemas import PredictRequest, PredictResponse, ReadyResponse
 from app.service import PredictService, ServingPolicy
 from app.store.directory import DirectoryStore
 from model_store.contract.fusion import CodeScore, sigmoid
-from model_store.publish_directory import DirectoryPublisher
+from model_store.publish.directory import DirectoryPublisher
 from tests.unit.app.conftest import ITEMS, USERS, RecordingScorer, make_snapshot
 
 CODES = CodeScore(bits=32, scale=0.1, bias=-0.5, unknown_user_code=0xAAAA0000, unknown_item_code=0x0000AAAA)
@@ -162,3 +164,48 @@ def test_a_cancelled_request_stops_at_the_next_chunk(snapshot_dir: Path) -> None
         return len(scorer.calls)
 
     assert asyncio.run(go()) == 2
+
+
+def readiness(root: Path, scorer: Any, policy: ServingPolicy, store: Any = None) -> Any:
+    async def go() -> Any:
+        the_store = store or DirectoryStore(root)
+        await the_store.open()
+        service = PredictService(the_store, scorer, max_candidates=256, policy=policy)
+        try:
+            return await service.readiness()
+        except NotReadyError as exc:
+            return exc
+
+    return asyncio.run(go())
+
+
+def test_a_failing_backend_with_a_fallback_is_degraded_not_unready(
+    scored_dir: Path, scorer: RecordingScorer
+) -> None:
+    scorer.is_ready = False
+    ready = readiness(scored_dir, scorer, ServingPolicy())
+    assert isinstance(ready, ReadyResponse) and (ready.status, ready.degraded) == (
+        "degraded",
+        "llm_unavailable",
+    )
+    refused = readiness(scored_dir, scorer, ServingPolicy(fallback=False))
+    assert isinstance(refused, NotReadyError) and "backend 'recording' not ready" in refused.public
+
+
+def test_every_readiness_check_is_bounded(scored_dir: Path) -> None:
+    class HangingScorer(RecordingScorer):
+        async def ready(self) -> bool:
+            await asyncio.sleep(30)
+            return True
+
+    class HangingStore(DirectoryStore):
+        async def not_ready_reasons(self) -> list[str]:
+            await asyncio.sleep(30)
+            return []
+
+    start = time.perf_counter()
+    answer = readiness(
+        scored_dir, HangingScorer(), ServingPolicy(readiness_timeout_s=0.2), HangingStore(scored_dir)
+    )
+    assert time.perf_counter() - start < 1.0
+    assert isinstance(answer, NotReadyError) and "store check timed out" in answer.public

@@ -244,17 +244,64 @@ def test_api_key_is_sent_as_bearer_token() -> None:
     assert seen[0].headers["Authorization"] == "Bearer s3cret"
 
 
-def test_ready_is_true_on_health_200_and_false_when_unreachable() -> None:
+def test_ready_means_a_real_tiny_classify_call_answers_not_just_health() -> None:
     def refuse(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("refused", request=request)
 
-    healthy = _scorer(lambda _: httpx.Response(200), [])
-    down = _scorer(refuse, [])
+    def health_only(request: httpx.Request) -> httpx.Response:  # /health 200, /classify broken
+        return httpx.Response(200) if request.url.path == "/health" else httpx.Response(500, text="boom")
 
-    async def check() -> tuple[bool, bool]:
-        result = (await healthy.ready(), await down.ready())
-        await healthy.aclose()
-        await down.aclose()
+    scorers = [_scorer(_classify_reply, []), _scorer(health_only, []), _scorer(refuse, [])]
+
+    async def check() -> list[bool]:
+        result = [await scorer.ready() for scorer in scorers]
+        for scorer in scorers:
+            await scorer.aclose()
         return result
 
-    assert asyncio.run(check()) == (True, False)
+    assert asyncio.run(check()) == [True, False, False]
+
+
+def test_a_hanging_vllm_makes_ready_false_within_the_probe_timeout() -> None:
+    async def hang(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(30)
+        return httpx.Response(200)
+
+    settings = VllmSettings(base_url="http://vllm.test", model="smollm2")
+    scorer = VllmScorer(settings, transport=httpx.MockTransport(hang))
+
+    async def check() -> tuple[bool, float, bool]:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        first = await scorer.ready()
+        seconds = loop.time() - start
+        cached = await scorer.ready()  # answered from the cache at once
+        await scorer.aclose()
+        return first, seconds, cached
+
+    first, seconds, cached = asyncio.run(check())
+    assert first is False and cached is False and seconds < vllm_module.PROBE_TIMEOUT_S + 0.3
+
+
+def test_completions_mode_reads_the_token_ids_of_the_current_snapshot_per_call() -> None:
+    seen: list[httpx.Request] = []
+    current = [_manifest()]
+
+    def reply(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        ids = json.loads(request.content)["logprob_token_ids"]
+        lp = {f"token_id:{ids[0]}": -1.0, f"token_id:{ids[1]}": -1.0}
+        choices = [{"index": 0, "text": "x", "logprobs": {"top_logprobs": [lp]}}]
+        return httpx.Response(200, json={"id": "c", "model": "smollm2", "choices": choices})
+
+    settings = VllmSettings(base_url="http://vllm.test", model="smollm2", mode="completions")
+    scorer = VllmScorer(settings, manifest_source=lambda: current[0], transport=httpx.MockTransport(reply))
+
+    async def twice() -> None:
+        await scorer.score([PromptGroup("p", ("a",))])
+        current[0] = current[0].model_copy(update={"yes_token_id": 77, "no_token_id": 78})  # a publish
+        await scorer.score([PromptGroup("p", ("a",))])
+        await scorer.aclose()
+
+    asyncio.run(twice())
+    assert [json.loads(r.content)["logprob_token_ids"] for r in seen] == [[YES_ID, NO_ID], [77, 78]]

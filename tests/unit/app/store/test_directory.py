@@ -11,7 +11,7 @@ import pytest
 from app.errors import SnapshotMissingError
 from app.store.directory import DirectoryStore
 from model_store.contract.snapshot import ACTIVE_FILENAME, ITEMS_FILENAME
-from model_store.publish_directory import DirectoryPublisher
+from model_store.publish.directory import DirectoryPublisher
 
 
 def test_lookup_returns_manifest_user_and_only_known_items(snapshot_dir: Path) -> None:
