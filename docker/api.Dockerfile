@@ -1,4 +1,3 @@
-# syntax=docker/dockerfile:1.7
 # The online service (FastAPI + uvicorn) for backend=vllm: no torch, non-root, read-only-root friendly.
 #
 #   docker build -f docker/api.Dockerfile -t binllm-api .

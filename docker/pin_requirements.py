@@ -18,6 +18,11 @@ from packaging.requirements import Requirement
 HERE = Path(__file__).resolve().parent
 # torch comes from the PyTorch index of the chosen variant (job.Dockerfile); its CUDA wheels pull these.
 _NOT_PINNED = ("torch", "setuptools", "triton")
+# The other Python the images are built on: Debian bookworm's, in the local base that scripts/container_smoke.sh
+# builds where no registry answers (docker/local/python.Dockerfile). A dependency whose marker holds there but
+# not in this venv (redis-py needs async-timeout below 3.11.3) is not installed here, so it cannot be pinned:
+# it is written as its dependent declares it, with that marker, and pip installs it only on such a Python.
+_OTHER_PYTHON = {"python_full_version": "3.11.2", "python_version": "3.11"}
 
 _API_HEADER = """\
 # Pinned runtime dependencies of the API image (docker/api.Dockerfile): the base install of the `binllm`
@@ -57,6 +62,20 @@ def installed_closure(roots: list[str]) -> dict[str, str]:
     return seen
 
 
+def other_python_requirements(closure: dict[str, str]) -> dict[str, str]:
+    """Requirements of `closure` that apply on _OTHER_PYTHON only: name -> `spec; marker` as declared."""
+    extra: dict[str, str] = {}
+    for name in closure:
+        for line in distribution(name).requires or []:
+            req = Requirement(line)
+            key = _normalise(req.name)
+            if req.marker is None or key in closure or req.marker.evaluate({"extra": ""}):
+                continue
+            if req.marker.evaluate({"extra": "", **_OTHER_PYTHON}):
+                extra[key] = f"{key}{req.specifier}; {req.marker}"
+    return extra
+
+
 def _project_requirements(extra: str | None) -> list[str]:
     """Names of binllm's base dependencies (extra=None) or of one extra."""
     names = []
@@ -75,11 +94,17 @@ def main() -> None:
     job_only = {
         k: v for k, v in job.items() if k not in api and k not in _NOT_PINNED and not k.startswith("nvidia-")
     }
+    api_other = other_python_requirements(api)
     (HERE / "requirements-api.txt").write_text(
-        _API_HEADER + "".join(f"{k}=={v}\n" for k, v in sorted(api.items()))
+        _API_HEADER
+        + "".join(f"{k}=={v}\n" for k, v in sorted(api.items()))
+        + "".join(f"{line}\n" for _, line in sorted(api_other.items()))
     )
+    job_other = {k: v for k, v in other_python_requirements(job).items() if k not in api_other}
     (HERE / "requirements-job.txt").write_text(
-        _JOB_HEADER + "".join(f"{k}=={v}\n" for k, v in sorted(job_only.items()))
+        _JOB_HEADER
+        + "".join(f"{k}=={v}\n" for k, v in sorted(job_only.items()))
+        + "".join(f"{line}\n" for _, line in sorted(job_other.items()))
     )
 
 

@@ -7,6 +7,7 @@ environment, so every test checks the defaults a fresh checkout runs with.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -57,3 +58,14 @@ def compose(compose_text: str) -> dict[str, Any]:
 def services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Service name -> definition."""
     return dict(compose["services"])
+
+
+@pytest.fixture(scope="session")
+def compose_with() -> Callable[[dict[str, str]], dict[str, Any]]:
+    """The compose file as plain data with some variables set (the rest at their defaults)."""
+
+    def load(env: dict[str, str]) -> dict[str, Any]:
+        data: dict[str, Any] = yaml.safe_load(interpolate(COMPOSE_FILE.read_text(), env=env))
+        return data
+
+    return load

@@ -6,6 +6,9 @@ values; the tests below check what a schema cannot: that names point at things t
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -197,3 +200,47 @@ def test_mounted_config_files_are_valid_yaml(services: dict[str, dict[str, Any]]
         path = REPO / source
         for file in [path] if path.is_file() else sorted(Path(path).rglob("*.yml")):
             assert yaml.safe_load(file.read_text()), file
+
+
+def test_compose_file_reads_under_compose_v1(compose: dict[str, Any]) -> None:
+    """Debian bookworm's docker-compose 1.29 (what scripts/container_smoke.sh runs here) refuses both."""
+    assert "name" not in compose
+    for name, service in compose["services"].items():
+        for dep, spec in _depends_on(service).items():
+            assert set(spec) <= {"condition"}, f"{name} -> {dep}: {spec}"
+
+
+def test_docker_compose_v1_validates_the_file() -> None:
+    if shutil.which("docker-compose") is None:
+        pytest.skip("docker-compose (v1) is not installed")
+    result = subprocess.run(
+        ["docker-compose", "-f", str(REPO / "docker-compose.yml"), "config", "-q"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_api_serves_whatever_snapshot_is_active_without_waiting_on_the_publisher(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    assert "publish" not in _depends_on(services["api"])
+    assert "publish" not in _depends_on(services["api-cpu"])
+
+
+def test_redis_image_is_the_official_one_unless_a_local_one_is_named(
+    services: dict[str, dict[str, Any]], compose_with: Callable[[dict[str, str]], dict[str, Any]]
+) -> None:
+    assert services["redis"]["image"].startswith("redis:")
+    local = compose_with({"BINLLM_REDIS_IMAGE": "local/redis:1"})
+    assert local["services"]["redis"]["image"] == "local/redis:1"
+
+
+def test_publisher_and_cpu_api_read_one_artifacts_directory(services: dict[str, dict[str, Any]]) -> None:
+    """The smoke run points both at a staged copy of `make demo`'s output with BINLLM_ARTIFACTS_DIR."""
+    assert "./artifacts:/artifacts:ro" in services["publish"]["volumes"]
+    assert "./artifacts:/artifacts:ro" in services["api-cpu"]["volumes"]
+    text = (REPO / "docker-compose.yml").read_text()
+    assert text.count("${BINLLM_ARTIFACTS_DIR:-./artifacts}:/artifacts:ro") == 2

