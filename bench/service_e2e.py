@@ -42,7 +42,7 @@ from model_store.contract.prompts import (
 )
 from model_store.contract.snapshot import ModelManifest
 from model_store.publish import Snapshot
-from model_store.publish_redis import RedisPublisher
+from model_store.publish.redis import RedisPublisher
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_MODEL = REPO / "artifacts" / "demo" / "model"

@@ -28,7 +28,7 @@ import httpx
 
 from model_store.contract.snapshot import ItemEntry, ModelManifest, SnapshotManifest, UserEntry
 from model_store.publish import Snapshot
-from model_store.publish_redis import RedisPublisher
+from model_store.publish.redis import RedisPublisher
 
 REPO = Path(__file__).resolve().parents[1]
 

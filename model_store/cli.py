@@ -31,7 +31,7 @@ def _register() -> None:
     from model_store.data.commands import data_app
     from model_store.demo import demo_app
     from model_store.llm.commands import llm_app
-    from model_store.publish_commands import register_publish
+    from model_store.publish.commands import register_publish
 
     app.add_typer(data_app, name="data")
     app.add_typer(codes_app, name="codes")

@@ -39,7 +39,7 @@ from model_store.data.io import read_split
 from model_store.demo_data import DemoDataConfig, write_demo_data
 from model_store.errors import BinllmJobError
 from model_store.publish import CodeSource, SnapshotPublisher, find_split_files, snapshot_from_paths
-from model_store.publish_directory import DirectoryPublisher
+from model_store.publish.directory import DirectoryPublisher
 
 logger = logging.getLogger(__name__)
 
@@ -264,7 +264,7 @@ def build_demo(
             paths, ml1m_dir, shipped, DirectoryPublisher(paths.snapshot), keep
         )
         if redis_url is not None:
-            from model_store.publish_redis import RedisPublisher
+            from model_store.publish.redis import RedisPublisher
 
             redis_publisher = RedisPublisher.from_url(redis_url, namespace=namespace)
             result["redis_version"] = build_ml1m(paths, ml1m_dir, shipped, redis_publisher, keep)
@@ -290,7 +290,7 @@ def build_demo(
         "directory_version": ensure_published(DirectoryPublisher(paths.snapshot), paths, codes, model, keep),
     }
     if redis_url is not None:
-        from model_store.publish_redis import RedisPublisher
+        from model_store.publish.redis import RedisPublisher
 
         redis_publisher = RedisPublisher.from_url(redis_url, namespace=namespace)
         result["redis_version"] = ensure_published(redis_publisher, paths, codes, model, keep)

@@ -7,6 +7,7 @@ active-version pointer, so a publish becomes visible in one atomic step (see `mo
 Redis layout (every key built here and nowhere else; `ns` defaults to "binllm"):
     {ns}:active                      -> version id of the active snapshot
     {ns}:versions                    -> list of published version ids, newest first
+    {ns}:publish-lock                -> the publisher's lock token while one publishes or rolls back
     {ns}:v:{version}:manifest        -> SnapshotManifest JSON
     {ns}:v:{version}:user:{user_id}  -> UserEntry JSON
     {ns}:v:{version}:item:{item_id}  -> ItemEntry JSON
@@ -97,6 +98,11 @@ def versions_key(ns: str = DEFAULT_NAMESPACE) -> str:
     return f"{ns}:versions"
 
 
+def publish_lock_key(ns: str = DEFAULT_NAMESPACE) -> str:
+    """Held (with an expiry) by the one publisher or rollback running in this namespace."""
+    return f"{ns}:publish-lock"
+
+
 def version_prefix(version: str, ns: str = DEFAULT_NAMESPACE) -> str:
     """Every key of one snapshot starts with this; used to delete an old version."""
     return f"{ns}:v:{version}:"
@@ -115,6 +121,18 @@ def user_key(version: str, user_id: str, ns: str = DEFAULT_NAMESPACE) -> str:
 def item_key(version: str, item_id: str, ns: str = DEFAULT_NAMESPACE) -> str:
     """One item's ItemEntry."""
     return f"{version_prefix(version, ns)}item:{item_id}"
+
+
+CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+
+
+def split_cluster_url(url: str) -> tuple[str, bool]:
+    """`redis+cluster://host:port` (or `rediss+cluster://`) names a Redis Cluster seed node: returns the plain
+    URL for the client and True; any other URL comes back unchanged with False."""
+    scheme, sep, rest = url.partition("://")
+    if sep and scheme.lower() in CLUSTER_SCHEMES:
+        return f"{CLUSTER_SCHEMES[scheme.lower()]}://{rest}", True
+    return url, False
 
 
 ACTIVE_FILENAME = "ACTIVE"

@@ -8,7 +8,7 @@ system), and only then is ACTIVE replaced with `os.replace` of a fsynced temp fi
 the old version or the new one, never half of either. A crash leaves at most a `.tmp-*` directory, which
 the next successful publish deletes.
 
-    python -c "from model_store.publish_directory import DirectoryPublisher as D; print(D('artifacts/demo/snapshot').versions())"
+    python -c "from model_store.publish.directory import DirectoryPublisher as D; print(D('artifacts/demo/snapshot').versions())"
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from model_store.contract.snapshot import (
     SnapshotManifest,
 )
 from model_store.errors import PublishError
-from model_store.publish import DEFAULT_KEEP, Snapshot, check_version_id
+from model_store.publish.snapshot import DEFAULT_KEEP, Snapshot, check_version_id
 
 logger = logging.getLogger(__name__)
 

@@ -5,11 +5,11 @@ batches (the manifest last, so a version with a manifest is complete), the versi
 SCAN and compared with the snapshot, and only then does one MULTI/EXEC set `{ns}:active` and push the
 version onto `{ns}:versions`. A crash or error before that leaves the active version and all its keys
 untouched; the partial version is deleted on error, or, after a kill, by the next successful publish
-(any `{ns}:v:*` version that is neither active nor listed is garbage). One publisher at a time is assumed
-(the Helm publish Job runs with `concurrencyPolicy: Forbid`): a second concurrent publish could delete the
-first one's unlisted keys as garbage.
+(any `{ns}:v:*` version that is neither active nor listed is garbage). One publisher at a time is
+enforced, not assumed: publish and rollback hold the namespace's `PublishLock` (`lock.py`), so a second
+publisher fails fast instead of deleting the first one's unlisted keys as garbage.
 
-    python -c "from model_store.publish_redis import RedisPublisher as R; print(R.from_url('redis://localhost:6379/0').versions())"
+    python -c "from model_store.publish.redis import RedisPublisher as R; print(R.from_url('redis://localhost:6379/0').versions())"
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ from model_store.contract.snapshot import (
     versions_key,
 )
 from model_store.errors import PublishError
-from model_store.publish import DEFAULT_KEEP, Snapshot, check_version_id
+from model_store.publish.lock import DEFAULT_LOCK_TIMEOUT_S, DEFAULT_LOCK_WAIT_S, PublishLock
+from model_store.publish.snapshot import DEFAULT_KEEP, Snapshot, check_version_id
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ def _glob_escape(text: str) -> str:
     return "".join("\\" + char if char in _GLOB_SPECIALS else char for char in text)
 
 
-def _text(value: bytes | str | None) -> str | None:
+def as_text(value: bytes | str | None) -> str | None:
     return value.decode("utf-8") if isinstance(value, bytes) else value
 
 
@@ -58,6 +59,8 @@ class RedisPublisher:
         namespace: str = DEFAULT_NAMESPACE,
         batch_size: int = DEFAULT_BATCH_SIZE,
         pause_s: float = 0.0,
+        lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
+        lock_wait_s: float = DEFAULT_LOCK_WAIT_S,
     ) -> None:
         if batch_size < 1:
             raise PublishError(f"batch size must be at least 1, got {batch_size}")
@@ -65,6 +68,7 @@ class RedisPublisher:
         self.ns = namespace
         self.batch_size = batch_size
         self.pause_s = pause_s  # a test hook: sleep between batches so a test can kill a publish midway
+        self.lock = PublishLock(client, namespace, timeout_s=lock_timeout_s, wait_s=lock_wait_s)
 
     @classmethod
     def from_url(
@@ -74,23 +78,32 @@ class RedisPublisher:
         namespace: str = DEFAULT_NAMESPACE,
         batch_size: int = DEFAULT_BATCH_SIZE,
         pause_s: float = 0.0,
+        lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
+        lock_wait_s: float = DEFAULT_LOCK_WAIT_S,
     ) -> RedisPublisher:
         """Connect and ping, so an unreachable server is one clear error before any work."""
         try:
             client = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=30)
             client.ping()
         except (redis.RedisError, ValueError) as exc:
-            raise PublishError(f"Redis unreachable at {_redact(url)}: {exc}") from exc
-        return cls(client, namespace=namespace, batch_size=batch_size, pause_s=pause_s)
+            raise PublishError(f"Redis unreachable at {redact_url(url)}: {exc}") from exc
+        return cls(
+            client,
+            namespace=namespace,
+            batch_size=batch_size,
+            pause_s=pause_s,
+            lock_timeout_s=lock_timeout_s,
+            lock_wait_s=lock_wait_s,
+        )
 
     def active_version(self) -> str | None:
         """The version `{ns}:active` names, or None before the first publish."""
-        return _text(self.client.get(active_key(self.ns)))
+        return as_text(self.client.get(active_key(self.ns)))
 
     def versions(self) -> list[str]:
         """Published versions, newest first."""
         raw = self.client.lrange(versions_key(self.ns), 0, -1)
-        return [text for text in (_text(value) for value in raw) if text]
+        return [text for text in (as_text(value) for value in raw) if text]
 
     def read_manifest(self, version: str) -> SnapshotManifest | None:
         """The manifest of a version, or None if it is missing (incomplete or deleted)."""
@@ -98,10 +111,18 @@ class RedisPublisher:
         return SnapshotManifest.model_validate_json(raw) if raw else None
 
     def publish(self, snapshot: Snapshot, *, keep: int = DEFAULT_KEEP) -> str:
-        """Write, count, switch atomically, then prune to `keep` versions; errors leave the active one."""
+        """Under the publish lock: write, count, switch atomically, prune to `keep` versions.
+
+        Errors leave the active version as it was.
+        """
         version = check_version_id(snapshot.manifest.version)
         if keep < 1:
             raise PublishError(f"--keep must be at least 1, got {keep}")
+        with self.lock:
+            self._publish_locked(snapshot, version, keep)
+        return version
+
+    def _publish_locked(self, snapshot: Snapshot, version: str, keep: int) -> None:
         before: str | None = None
         try:
             if self.client.exists(manifest_key(version, self.ns)) or version in self.versions():
@@ -110,6 +131,7 @@ class RedisPublisher:
             try:
                 self._write(snapshot)
                 self._verify(snapshot)
+                self.lock.renew(force=True)  # switch only while still the one publisher
             except BaseException:
                 self._discard(version)
                 raise
@@ -119,16 +141,25 @@ class RedisPublisher:
                 f"publish of {version} to Redis failed, active version still {before!r}: {exc}"
             ) from exc
         self._prune(keep)
-        return version
 
     def rollback(self, to: str | None = None) -> str:
-        """Make `to`, or the version listed after the active one, active; checked and set under WATCH."""
+        """Make `to`, or the version listed after the active one, active (under the publish lock)."""
+        with self.lock:
+            try:
+                target = self._rollback_locked(to)
+            except redis.RedisError as exc:
+                raise PublishError(f"rollback in Redis failed: {exc}") from exc
+        logger.info("rolled back: active snapshot is now %s", target)
+        return target
+
+    def _rollback_locked(self, to: str | None) -> str:
+        """Check the target and set the pointer in one WATCHed transaction."""
         chosen: list[str] = []
 
         def switch(pipe: redis.client.Pipeline) -> None:
-            versions = [_text(v) for v in pipe.lrange(versions_key(self.ns), 0, -1)]
-            active = _text(pipe.get(active_key(self.ns)))
-            target = to if to is not None else _after(versions, active)
+            versions = [as_text(v) for v in pipe.lrange(versions_key(self.ns), 0, -1)]
+            active = as_text(pipe.get(active_key(self.ns)))
+            target = to if to is not None else version_before(versions, active)
             if target is None or target not in versions or not pipe.exists(manifest_key(target, self.ns)):
                 listed = ", ".join(v for v in versions if v) or "none"
                 raise PublishError(f"cannot roll back from {active!r} to {target!r}; versions: {listed}")
@@ -136,11 +167,7 @@ class RedisPublisher:
             pipe.multi()
             pipe.set(active_key(self.ns), target)
 
-        try:
-            self.client.transaction(switch, active_key(self.ns), versions_key(self.ns))
-        except redis.RedisError as exc:
-            raise PublishError(f"rollback in Redis failed: {exc}") from exc
-        logger.info("rolled back: active snapshot is now %s", chosen[0])
+        self.client.transaction(switch, active_key(self.ns), versions_key(self.ns))
         return chosen[0]
 
     def _entries(self, snapshot: Snapshot) -> Iterator[tuple[str, BaseModel]]:
@@ -161,6 +188,7 @@ class RedisPublisher:
                 pending = 0
                 if self.pause_s:
                     time.sleep(self.pause_s)
+                self.lock.renew()
         pipe.set(manifest_key(snapshot.manifest.version, self.ns), snapshot.manifest.model_dump_json())
         pipe.execute()
 
@@ -217,7 +245,7 @@ class RedisPublisher:
         pattern = _glob_escape(self.ns) + ":v:*"
         found = set()
         for key in self.client.scan_iter(match=pattern, count=self.batch_size):
-            found.add((_text(key) or "")[start:].split(":", 1)[0])
+            found.add((as_text(key) or "")[start:].split(":", 1)[0])
         return found - keep_versions
 
     def _prune(self, keep: int) -> None:
@@ -238,7 +266,7 @@ class RedisPublisher:
             logger.warning("pruning old snapshot versions failed (the publish itself succeeded): %s", exc)
 
 
-def _after(versions: list[str | None], active: str | None) -> str | None:
+def version_before(versions: list[str | None], active: str | None) -> str | None:
     """The version listed right after `active` (the one published before it), if any."""
     if active not in versions:
         return None
@@ -246,7 +274,7 @@ def _after(versions: list[str | None], active: str | None) -> str | None:
     return versions[index + 1] if index + 1 < len(versions) else None
 
 
-def _redact(url: str) -> str:
+def redact_url(url: str) -> str:
     """The URL without a password, for error messages."""
     if "@" not in url:
         return url

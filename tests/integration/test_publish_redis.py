@@ -30,8 +30,8 @@ from model_store.contract.snapshot import (
 from model_store.demo_data import DemoDataConfig, write_demo_data
 from model_store.errors import PublishError
 from model_store.publish import Snapshot
-from model_store.publish_commands import PAUSE_ENV
-from model_store.publish_redis import RedisPublisher
+from model_store.publish.commands import PAUSE_ENV
+from model_store.publish.redis import RedisPublisher
 
 pytestmark = pytest.mark.integration
 
@@ -107,6 +107,51 @@ def test_rollback_steps_back_and_to_a_named_version(redis_server: str) -> None:
         publisher.rollback(to="v9")
     assert publisher.active_version() == "v3"
     assert publisher.versions() == ["v3", "v2", "v1"]
+
+
+def test_a_second_publisher_is_refused_while_the_first_holds_the_lock(
+    redis_server: str, client: redis.Redis
+) -> None:
+    first = RedisPublisher.from_url(redis_server, namespace="locked")
+    second = RedisPublisher.from_url(redis_server, namespace="locked")
+    first.publish(make_snapshot("v1"))
+    with first.lock:
+        with pytest.raises(PublishError, match="another publisher holds locked:publish-lock"):
+            second.publish(make_snapshot("v2"))
+        with pytest.raises(PublishError, match="another publisher holds"):
+            second.rollback(to="v1")
+    assert keys_of(client, "v2", "locked") == []  # refused before writing anything
+    assert second.publish(make_snapshot("v2")) == "v2"  # released: the next one goes through
+    assert client.exists("locked:publish-lock") == 0
+
+
+def test_a_publisher_that_lost_its_lock_does_not_switch(redis_server: str, client: redis.Redis) -> None:
+    publisher = RedisPublisher.from_url(redis_server, namespace="lost", batch_size=2, lock_timeout_s=0.5)
+    publisher.publish(make_snapshot("v1"))
+
+    class Stalling(RedisPublisher):
+        def _verify(self, snapshot: Snapshot) -> None:
+            time.sleep(0.8)  # past the lock's timeout: someone else may own the namespace now
+            client.set("lost:publish-lock", "someone-else")
+            super()._verify(snapshot)
+
+    stalled = Stalling(redis.Redis.from_url(redis_server), namespace="lost", lock_timeout_s=0.5)
+    with pytest.raises(PublishError, match="lost the publish lock"):
+        stalled.publish(make_snapshot("v2"))
+    assert publisher.active_version() == "v1" and keys_of(client, "v2", "lost") == []
+    assert client.get("lost:publish-lock") == "someone-else"  # never deleted someone else's lock
+
+
+def test_rollback_subcommand_switches_back(redis_server: str, tmp_path: Path) -> None:
+    inputs = write_inputs(tmp_path)
+    target = ["--redis", redis_server, "--namespace", "cli"]
+    for version in ("v1", "v2"):
+        child = binllm("publish", *inputs, *target, "--version", version)
+        assert child.wait(timeout=60) == 0, child.stderr.read().decode() if child.stderr else ""
+    back = binllm("publish", "rollback", *target)
+    assert back.wait(timeout=60) == 0 and back.stdout is not None
+    assert back.stdout.read().decode().strip() == "rolled back: active version is now v1"
+    assert RedisPublisher.from_url(redis_server, namespace="cli").active_version() == "v1"
 
 
 class DroppingPublisher(RedisPublisher):
@@ -191,8 +236,9 @@ def test_publish_killed_halfway_leaves_the_active_version_whole(
     assert len(old_keys) > 150  # users + items + manifest
 
     child = binllm(
-        "publish", *inputs, *target, "--version", "v2", "--batch-size", "10", env={PAUSE_ENV: "0.2"}
-    )
+        "publish", *inputs, *target, "--version", "v2", "--batch-size", "10", "--lock-timeout", "5",
+        env={PAUSE_ENV: "0.2"},
+    )  # fmt: skip
     try:
         deadline = time.monotonic() + 60
         while len(keys_of(client, "v2", "kill")) < 30:  # three batches of ten are in
@@ -213,7 +259,10 @@ def test_publish_killed_halfway_leaves_the_active_version_whole(
     assert publisher.versions() == ["v1"]
     assert dict(zip(old_keys, client.mget(old_keys), strict=True)) == old_values  # every old entry intact
 
-    again = binllm("publish", *inputs, *target, "--version", "v3")
+    assert 0 < client.pttl("kill:publish-lock") <= 5000  # the dead child's lock stays until it expires
+    with pytest.raises(PublishError, match="another publisher holds kill:publish-lock"):
+        publisher.publish(make_snapshot("v3"))
+    again = binllm("publish", *inputs, *target, "--version", "v3", "--lock-wait", "30")  # until it expires
     assert again.wait(timeout=60) == 0, again.stderr.read().decode() if again.stderr else ""
     assert publisher.active_version() == "v3"
     assert publisher.versions() == ["v3", "v1"]

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from model_store.publish_redis import RedisPublisher
+from model_store.publish.redis import RedisPublisher
 from tests.integration.conftest import REDIS_SERVER, start_redis, stop_process
 from tests.integration.service_process import running_service
 from tests.integration.test_service_redis import make_snapshot

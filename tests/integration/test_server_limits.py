@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from model_store.contract.fusion import CodeScore
-from model_store.publish_redis import RedisPublisher
+from model_store.publish.redis import RedisPublisher
 from tests.integration.conftest import free_port
 from tests.integration.fake_vllm import running_fake_vllm, set_fake_mode
 from tests.integration.service_process import REPO

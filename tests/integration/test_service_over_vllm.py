@@ -22,7 +22,7 @@ import pytest
 from app.schemas import ErrorResponse, PredictResponse
 from model_store.contract.snapshot import ItemEntry, SnapshotManifest, UserEntry
 from model_store.publish import Snapshot
-from model_store.publish_redis import RedisPublisher
+from model_store.publish.redis import RedisPublisher
 from tests.integration.service_process import running_service
 from tests.integration.vllm_server import (
     BLOCK_TOKENS,

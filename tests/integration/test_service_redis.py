@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from app.schemas import ErrorResponse, PredictResponse, ReadyResponse
 from model_store.contract.snapshot import ItemEntry, ModelManifest, SnapshotManifest, UserEntry
 from model_store.publish import Snapshot
-from model_store.publish_redis import RedisPublisher
+from model_store.publish.redis import RedisPublisher
 from tests.integration.service_process import running_service
 
 pytestmark = pytest.mark.integration

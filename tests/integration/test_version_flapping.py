@@ -29,7 +29,7 @@ from model_store.contract.snapshot import (
     active_key,
 )
 from model_store.publish import Snapshot
-from model_store.publish_redis import RedisPublisher
+from model_store.publish.redis import RedisPublisher
 from tests.integration.service_process import running_service
 
 pytestmark = pytest.mark.integration

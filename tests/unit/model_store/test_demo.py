@@ -17,7 +17,7 @@ from model_store.demo import DemoPaths, ensure_data, ensure_published
 from model_store.demo_data import DemoDataConfig, demo_titles, generate_raw, write_demo_data
 from model_store.errors import BinllmJobError
 from model_store.metrics import auc
-from model_store.publish_directory import DirectoryPublisher
+from model_store.publish.directory import DirectoryPublisher
 
 SMALL = DemoDataConfig(n_users=40, n_items=60, min_per_user=10, max_per_user=20)
 

@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 import typer
 
-from model_store import cli, publish_commands
+from model_store import cli
+from model_store.publish import commands as publish_commands
 from model_store.contract.snapshot import MANIFEST_FILENAME, ModelManifest
 from model_store.demo_data import DemoDataConfig, write_demo_data
-from model_store.publish_directory import DirectoryPublisher
+from model_store.publish.directory import DirectoryPublisher
 
 SMALL = DemoDataConfig(n_users=12, n_items=20, min_per_user=5, max_per_user=8)
 
@@ -81,8 +82,50 @@ def test_publish_then_rollback_through_the_command_line(
     assert publisher.active_version() == "v2"
     manifest = publisher.read_manifest("v2")
     assert manifest is not None and manifest.n_users == SMALL.n_users
-    assert run_cli(["publish", "--rollback", "--out-dir", str(out)], monkeypatch) == 0
+    assert run_cli(["publish", "rollback", "--out-dir", str(out)], monkeypatch) == 0
     assert publisher.active_version() == "v1"
+    assert run_cli(["publish", "rollback", "--out-dir", str(out), "--to", "v2"], monkeypatch) == 0
+    assert publisher.active_version() == "v2"
+
+
+def test_the_old_rollback_flag_still_rolls_back(
+    inputs: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "snapshot"
+    for version in ("v1", "v2"):
+        assert (
+            run_cli(["publish", *flat(inputs), "--out-dir", str(out), "--version", version], monkeypatch) == 0
+        )
+    assert run_cli(["publish", "--rollback", "--out-dir", str(out)], monkeypatch) == 0
+    assert DirectoryPublisher(out).active_version() == "v1"
+
+
+def test_versions_lists_newest_first_and_marks_the_active_one(
+    inputs: dict[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    out = tmp_path / "snapshot"
+    for version in ("v1", "v2"):
+        assert (
+            run_cli(["publish", *flat(inputs), "--out-dir", str(out), "--version", version], monkeypatch) == 0
+        )
+    assert run_cli(["publish", "rollback", "--out-dir", str(out)], monkeypatch) == 0
+    capsys.readouterr()
+    assert run_cli(["publish", "versions", "--out-dir", str(out)], monkeypatch) == 0
+    assert capsys.readouterr().out.splitlines() == ["  v2", "* v1"]
+
+
+def test_publish_options_before_a_subcommand_are_refused(
+    inputs: dict[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    args = ["publish", "--codes", inputs["--codes"], "rollback", "--out-dir", str(tmp_path / "s")]
+    assert run_cli(args, monkeypatch) == 2
+    assert "after `publish rollback`" in capsys.readouterr().err
 
 
 def test_code_mismatch_is_one_line_and_exit_2_unless_allowed(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from model_store import publish_directory
+from model_store.publish import directory as publish_directory
 from model_store.contract.snapshot import (
     ACTIVE_FILENAME,
     ITEMS_FILENAME,
@@ -21,7 +21,7 @@ from model_store.contract.snapshot import (
 )
 from model_store.errors import PublishError
 from model_store.publish import Snapshot
-from model_store.publish_directory import DirectoryPublisher
+from model_store.publish.directory import DirectoryPublisher
 
 
 def make_snapshot(version: str, n_users: int = 3, n_items: int = 4, second: int = 0) -> Snapshot:
