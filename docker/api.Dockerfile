@@ -5,6 +5,8 @@
 #       -e BINLLM_STORE=redis -e BINLLM_REDIS_URL=redis://redis:6379/0 binllm-api
 #
 # Every setting is an environment variable of app/settings.py (BINLLM_*); WEB_CONCURRENCY sets uvicorn workers.
+# Without a registry, scripts/container_smoke.sh builds a Debian + Python 3.11 base and passes
+# --build-arg PYTHON_IMAGE=<that base>; the build needs BuildKit (DOCKER_BUILDKIT=1, or buildx).
 ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
@@ -34,11 +36,13 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PROMETHEUS_MULTIPROC_DIR=/tmp/prometheus \
     WEB_CONCURRENCY=2 \
-    BINLLM_BACKEND=vllm
+    BINLLM_BACKEND=vllm \
+    BINLLM_SERVER__HOST=0.0.0.0
 WORKDIR /srv
 USER 10001:10001
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=2)"]
 ENTRYPOINT ["binllm-api-entrypoint"]
-CMD ["uvicorn", "app.main:app", "--host", "0.0.0.0", "--port", "8000", "--proxy-headers", "--no-server-header"]
+# uvicorn with the service's connection limits (app/server.py; BINLLM_SERVER__*, WEB_CONCURRENCY workers).
+CMD ["python", "-m", "app.server"]

@@ -6,8 +6,9 @@
 `api-cpu` (job image, in-process model, Redis store) must become ready and answer POST /predict for a user and
 three items of the snapshot that the publish job wrote into the containerised Redis (the ids are read from the
 directory snapshot `make demo` published from the same inputs). `api` (API image, backend=vllm; no vLLM runs
-here) must serve /healthz and /metrics, be not ready for the vLLM backend alone (so its Redis and the active
-snapshot are fine), and answer /predict with 503 + Retry-After. One JSON line per check; exit 1 on a failure.
+here) must serve /healthz and /metrics and, with its Redis and the active snapshot fine, either answer /predict
+from the code-only fallback (degraded) or be not ready for the vLLM backend alone (503 + Retry-After). One JSON
+line per check; exit 1 on a failure.
 """
 
 from __future__ import annotations
@@ -78,19 +79,30 @@ def check_api_cpu(client: httpx.Client, base: str, user: str, items: list[str], 
 
 
 def check_api(client: httpx.Client, base: str, user: str, items: list[str]) -> None:
-    """The API image without its vLLM: alive, metrics, not ready for the backend only, /predict 503."""
+    """The API image without its vLLM: alive and serving metrics; /readyz and /predict either degraded to the
+    code-only fallback (200, score_kind 'codes') or not ready for the backend alone (503 + Retry-After)."""
     assert client.get(f"{base}/healthz").status_code == 200
     ready = client.get(f"{base}/readyz")
-    message = ErrorResponse.model_validate_json(ready.content).error.message
-    assert ready.status_code == 503 and message == "not ready: backend 'vllm' not ready", message
-    report("api /readyz", status=503, message=message)
     response = client.post(f"{base}/predict", json={"user_id": user, "item_ids": items})
-    error = ErrorResponse.model_validate_json(response.content).error
-    assert response.status_code == 503 and error.type == "backend_unavailable", response.text
-    assert "retry-after" in response.headers
-    report("api /predict", status=503, type=error.type, retry_after=response.headers["retry-after"])
+    if ready.status_code == 200:
+        state = ReadyResponse.model_validate_json(ready.content)
+        assert state.status == "degraded", ready.text
+        report("api /readyz", status=200, **state.model_dump())
+        assert response.status_code == 200, response.text
+        predicted = PredictResponse.model_validate_json(response.content)
+        assert [s.item_id for s in predicted.scores] == items and predicted.score_kind == "codes"
+        scores = {s.item_id: round(s.score, 4) for s in predicted.scores}
+        report("api /predict", status=200, score_kind=predicted.score_kind, scores=scores)
+    else:
+        message = ErrorResponse.model_validate_json(ready.content).error.message
+        assert ready.status_code == 503 and message == "not ready: backend 'vllm' not ready", message
+        report("api /readyz", status=503, message=message)
+        error = ErrorResponse.model_validate_json(response.content).error
+        assert response.status_code == 503 and error.type == "backend_unavailable", response.text
+        assert "retry-after" in response.headers
+        report("api /predict", status=503, type=error.type, retry_after=response.headers["retry-after"])
     metrics = client.get(f"{base}/metrics")
-    assert metrics.status_code == 200 and "binllm_errors_total" in metrics.text
+    assert metrics.status_code == 200 and "binllm_request_duration_seconds" in metrics.text
     report("api /metrics", status=200, bytes=len(metrics.content))
 
 

@@ -244,3 +244,9 @@ def test_publisher_and_cpu_api_read_one_artifacts_directory(services: dict[str, 
     assert "./artifacts:/artifacts:ro" in services["api-cpu"]["volumes"]
     text = (REPO / "docker-compose.yml").read_text()
     assert text.count("${BINLLM_ARTIFACTS_DIR:-./artifacts}:/artifacts:ro") == 2
+
+
+def test_cpu_api_serves_with_app_server_on_every_interface(services: dict[str, dict[str, Any]]) -> None:
+    api_cpu = services["api-cpu"]
+    assert api_cpu["command"] == ["python", "-m", "app.server"]
+    assert api_cpu["environment"]["BINLLM_SERVER__HOST"] == "0.0.0.0"

@@ -175,3 +175,10 @@ def test_job_image_can_take_torch_from_docker_wheels() -> None:
     assert "!docker/wheels/" in (REPO / "docker/job.Dockerfile.dockerignore").read_text().splitlines()
     assert "!docker/wheels/" not in (REPO / "docker/api.Dockerfile.dockerignore").read_text().splitlines()
     assert (REPO / "docker/wheels/.gitignore").read_text().split() == ["*", "!.gitignore"]
+
+
+def test_api_image_serves_with_app_server_on_every_interface() -> None:
+    """`python -m app.server` is the one server command line (make serve, the chart, the images)."""
+    stage = _final_stage(REPO / "docker/api.Dockerfile")
+    assert stage[-1] == 'CMD ["python", "-m", "app.server"]'
+    assert any("BINLLM_SERVER__HOST=0.0.0.0" in ln for ln in stage if ln.startswith("ENV "))
