@@ -21,6 +21,7 @@ from fastapi import FastAPI
 
 from app.api.errors import install_error_handlers
 from app.api.guard import RequestGuardMiddleware
+from app.api.openapi import install_openapi
 from app.api.routes import health, metrics, predict
 from app.metrics import RequestMetricsMiddleware
 from app.scorers.base import Scorer
@@ -129,6 +130,7 @@ def create_app(
     app.add_middleware(RequestMetricsMiddleware)
     app.add_middleware(RequestGuardMiddleware)  # outermost: ids, body limit, cancellation
     install_error_handlers(app)
+    install_openapi(app)
     for module in (predict, health, metrics):
         app.include_router(module.router)
     return app

@@ -149,6 +149,11 @@ class ServiceSettings(BaseSettings):
         "None = no deadline.",
     )
     item_cache_size: int = Field(default=100_000, ge=0, description="In-process item cache entries; 0 = off.")
+    api_keys: SecretStr | None = Field(
+        default=None,
+        description="Comma-separated bearer tokens; when set, POST /predict needs "
+        "'Authorization: Bearer <one of them>' (401 otherwise). Health and metrics stay open. Unset = no auth.",
+    )
     readiness_timeout_s: float = Field(
         default=1.0,
         gt=0,
@@ -170,6 +175,13 @@ class ServiceSettings(BaseSettings):
         if self.store == "redis" and self.redis_url is None:
             raise ValueError("store=redis needs BINLLM_REDIS_URL")
         return self
+
+
+def api_key_set(settings: ServiceSettings) -> frozenset[str]:
+    """The configured API keys (empty: authentication is off)."""
+    if settings.api_keys is None:
+        return frozenset()
+    return frozenset(k.strip() for k in settings.api_keys.get_secret_value().split(",") if k.strip())
 
 
 @lru_cache(maxsize=1)

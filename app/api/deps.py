@@ -5,13 +5,15 @@ Nothing here is a module global, so several apps (tests) can live in one process
 
 from __future__ import annotations
 
+import hmac
 from typing import Annotated
 
 from fastapi import Depends, Request
 
+from app.errors import UnauthorizedError
 from app.scorers.base import Scorer
 from app.service import PredictService
-from app.settings import ServiceSettings
+from app.settings import ServiceSettings, api_key_set
 from app.store.base import CatalogStore
 
 
@@ -33,6 +35,18 @@ def get_scorer(request: Request) -> Scorer:
     return scorer
 
 
+def require_api_key(request: Request) -> None:
+    """With BINLLM_API_KEYS set, the request must carry one of them as a bearer token (401 otherwise);
+    compared in constant time."""
+    keys = api_key_set(get_settings_dep(request))
+    if not keys:
+        return
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    presented = token.strip().encode()
+    if scheme.lower() != "bearer" or not any(hmac.compare_digest(presented, k.encode()) for k in keys):
+        raise UnauthorizedError("a valid API key is required: send 'Authorization: Bearer <key>'")
+
+
 def get_service(request: Request) -> PredictService:
     """The request logic bound to this app's store and scorer."""
     service: PredictService = request.app.state.service
@@ -43,3 +57,4 @@ SettingsDep = Annotated[ServiceSettings, Depends(get_settings_dep)]
 StoreDep = Annotated[CatalogStore, Depends(get_store)]
 ScorerDep = Annotated[Scorer, Depends(get_scorer)]
 ServiceDep = Annotated[PredictService, Depends(get_service)]
+ApiKeyDep = Depends(require_api_key)

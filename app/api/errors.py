@@ -97,8 +97,17 @@ async def _binllm_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, exc.type, message, exc.param, exc.headers())
 
 
-async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
+    content_type = request.headers.get("content-type", "")
+    if request.method == "POST" and "json" not in content_type.lower():
+        got = clip(content_type, _PART_CHARS) or "none"
+        return error_response(
+            422,
+            "invalid_request",
+            f"send the body as JSON with content-type: application/json (got {got})",
+            "body",
+        )
     message, param = validation_message(exc.errors())
     return error_response(422, "invalid_request", message, param)
 

@@ -53,3 +53,12 @@ def test_prometheus_multiproc_dir_is_a_mounted_empty_dir(render: Render) -> None
 def test_no_pod_mounts_a_service_account_token(render: Render) -> None:
     for name, spec in pod_specs(render()):
         assert spec["automountServiceAccountToken"] is False, name
+
+
+def test_api_keys_go_into_the_secret_joined_by_commas(render: Render) -> None:
+    secret = kind_named(render({"secret": {"apiKeys": ["key-one-12345", "key-two-67890"]}}), "Secret", "")
+    assert secret["stringData"]["BINLLM_API_KEYS"] == "key-one-12345,key-two-67890"
+
+
+def test_should_not_set_api_keys_by_default(render: Render) -> None:
+    assert "BINLLM_API_KEYS" not in kind_named(render(), "Secret", "")["stringData"]
