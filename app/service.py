@@ -42,7 +42,7 @@ from app.errors import (
 from app.fallback import code_only_response, degraded_reason
 from app.schemas import ItemScore, PredictRequest, PredictResponse, ReadyResponse
 from app.scorers.base import PromptGroup, Scorer
-from app.store.base import CatalogLookup, CatalogStore
+from app.store.base import CatalogLookup, CatalogStore, history_titles
 from model_store.contract.fusion import ScoreFusion
 from model_store.contract.prompts import (
     CandidateItem,
@@ -233,8 +233,7 @@ class PredictService:
         """The user's code from the store; titles from the request's history ids if given, else stored."""
         code = lookup.user.code if lookup.user is not None else None
         if history is None:
-            titles = tuple(lookup.user.history_titles) if lookup.user is not None else ()
-            return UserContext(history_titles=titles, code=code)
+            return UserContext(history_titles=history_titles(lookup), code=code)
         unknown = [i for i in dict.fromkeys(history) if i not in lookup.items]
         if unknown:
             raise UnknownItemsError(unknown, param="history_item_ids")

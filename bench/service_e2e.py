@@ -97,7 +97,8 @@ def bare_scorer(model_dir: Path, snapshot: Snapshot) -> Backend:
     def score(request: Request) -> list[float]:
         user_id, item_ids = request
         entry = snapshot.users[user_id]
-        user = UserContext(history_titles=tuple(entry.history_titles), code=entry.code)
+        titles = [snapshot.items[i].title for i in entry.history] or entry.history_titles
+        user = UserContext(history_titles=tuple(titles), code=entry.code)
         items = [CandidateItem(title=snapshot.items[i].title, code=snapshot.items[i].code) for i in item_ids]
         by_position: dict[int, float] = {}
         for codes in (True, False):  # the service's two wordings: with codes, and cold (text-only)

@@ -70,7 +70,7 @@ def process(args: list[str], env: dict[str, str] | None = None) -> Iterator[subp
 
 
 def synthetic_snapshot(n_users: int, n_items: int, seed: int = 0) -> Snapshot:
-    """Users with codes and 10 history titles; items with codes, 5% without (cold), realistic titles."""
+    """Users with codes and 10 history items; items with codes, 5% without (cold), realistic titles."""
     rng = random.Random(seed)
     titles = [f"Synthetic Movie Title Number {i} ({1950 + i % 70})" for i in range(n_items)]
     items = {
@@ -78,7 +78,7 @@ def synthetic_snapshot(n_users: int, n_items: int, seed: int = 0) -> Snapshot:
         for i in range(n_items)
     }
     users = {
-        str(u): UserEntry(code=rng.getrandbits(32), history_titles=rng.sample(titles, 10))
+        str(u): UserEntry(code=rng.getrandbits(32), history=[str(i) for i in rng.sample(range(n_items), 10)])
         for u in range(n_users)
     }
     model = ModelManifest(

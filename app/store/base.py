@@ -25,6 +25,21 @@ class CatalogLookup:
     items: dict[str, ItemEntry]
 
 
+def history_titles(lookup: CatalogLookup) -> tuple[str, ...]:
+    """The stored user's history as titles, newest last: each history id's item title (ids the snapshot
+    lacks are skipped), or the titles themselves from a snapshot published before item-id histories."""
+    if lookup.user is None:
+        return ()
+    if not lookup.user.history:
+        return tuple(lookup.user.history_titles)
+    return tuple(lookup.items[i].title for i in lookup.user.history if i in lookup.items)
+
+
+def history_ids(user: UserEntry | None) -> list[str]:
+    """The item ids a stored user's prompt needs besides the candidates."""
+    return list(user.history) if user is not None else []
+
+
 class CatalogStore(Protocol):
     """Where the service reads users and items of the active snapshot."""
 
@@ -40,7 +55,8 @@ class CatalogStore(Protocol):
         ...
 
     async def lookup(self, user_id: str, item_ids: Sequence[str]) -> CatalogLookup:
-        """The active manifest, the user (None if unknown) and the known items among distinct `item_ids`.
+        """The active manifest, the user (None if unknown) and the known items among distinct `item_ids`
+        and the user's stored history (whose titles the prompt shows), all of one snapshot version.
 
         Raises StoreUnavailableError when the store cannot be reached, SnapshotMissingError when no snapshot
         is active.

@@ -23,7 +23,7 @@ from typing import TypeVar
 from pydantic import ValidationError
 
 from app.errors import SnapshotMissingError
-from app.store.base import CatalogLookup
+from app.store.base import CatalogLookup, history_ids
 from model_store.contract.snapshot import (
     ACTIVE_FILENAME,
     ITEMS_FILENAME,
@@ -133,8 +133,10 @@ class DirectoryStore:
         snapshot = self._snapshot
         if snapshot is None:
             raise SnapshotMissingError(self._error or f"no snapshot loaded from {self.root}")
-        items = {i: snapshot.items[i] for i in item_ids if i in snapshot.items}
-        return CatalogLookup(manifest=snapshot.manifest, user=snapshot.users.get(user_id), items=items)
+        user = snapshot.users.get(user_id)
+        wanted = [*item_ids, *history_ids(user)]
+        items = {i: snapshot.items[i] for i in wanted if i in snapshot.items}
+        return CatalogLookup(manifest=snapshot.manifest, user=user, items=items)
 
     async def not_ready_reasons(self) -> list[str]:
         """Ready once a snapshot is loaded."""

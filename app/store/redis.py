@@ -2,7 +2,8 @@
 
 Each lookup sends one MULTI/EXEC transaction: `GET {ns}:active`, `EXISTS` the loaded version's manifest,
 `GET` the user and `MGET` the items the in-process cache does not hold, all for the version this process has
-loaded. Redis runs the transaction atomically, so the pointer and the entries are read at one instant: if the
+loaded. A user's history is item ids; their titles come from the item cache, or, for history items it does
+not hold yet, from one more `MGET` of the same (immutable) version. Redis runs the transaction atomically, so the pointer and the entries are read at one instant: if the
 pointer still names the loaded version the answer is that version's, whole. If it moved (a publish or a
 rollback), the store loads the manifest the pointer names (manifests are kept per version, so a pointer that
 flaps between versions costs no reload) and reads again. If the pointer keeps moving for every attempt, the
@@ -34,7 +35,7 @@ from redis.exceptions import RedisError
 
 from app import metrics
 from app.errors import SnapshotMissingError, StoreUnavailableError
-from app.store.base import CatalogLookup, ItemCache
+from app.store.base import CatalogLookup, ItemCache, history_ids
 from model_store.contract.snapshot import (
     DEFAULT_NAMESPACE,
     ItemEntry,
@@ -210,7 +211,35 @@ class RedisStore:
             manifest = await self._load_active(seen=read.active)
         else:
             raise StoreUnavailableError("the active snapshot changed on every read; retry")
-        return self._decode(manifest, read, hits, misses)
+        return await self._with_history(self._decode(manifest, read, hits, misses))
+
+    async def _with_history(self, lookup: CatalogLookup) -> CatalogLookup:
+        """Add the items of the user's stored history: from the item cache, else one more read.
+
+        The extra read (only for history items neither requested nor cached) reads keys of the same
+        version, which never change, so the answer stays one whole version.
+        """
+        wanted = [i for i in dict.fromkeys(history_ids(lookup.user)) if i not in lookup.items]
+        if not wanted:
+            return lookup
+        version = lookup.manifest.version
+        hits, misses = self._cache.split(version, wanted)
+        raw: list[bytes | None] = []
+        if misses:
+            raw = await self._get_items(version, misses)
+        read = _Read(version=version, active=version, exists=True, raw_user=None, raw_items=raw)
+        extra = self._decode(lookup.manifest, read, hits, misses).items
+        return CatalogLookup(manifest=lookup.manifest, user=lookup.user, items=lookup.items | extra)
+
+    async def _get_items(self, version: str, item_ids: list[str]) -> list[bytes | None]:
+        """One MGET of `version`'s item entries."""
+        try:
+            raw = await self.client.mget([item_key(version, item_id, self.namespace) for item_id in item_ids])
+        except RedisError as exc:
+            raise self._unreachable(exc) from exc
+        finally:
+            metrics.STORE_ROUND_TRIPS.labels(self.name).inc()
+        return [value.encode() if isinstance(value, str) else value for value in raw]
 
     def _decode(
         self, manifest: SnapshotManifest, read: _Read, hits: dict[str, ItemEntry], misses: list[str]

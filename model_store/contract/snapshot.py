@@ -1,16 +1,16 @@
 """What a published snapshot holds, and where it lives in Redis or in a directory.
 
-A snapshot is one immutable version of the serving catalogue: every user's code and recent positive titles,
+A snapshot is one immutable version of the serving catalogue: every user's code and recent positive items,
 every item's code and title, and the manifest of the model the codes were trained with. Readers follow the
-active-version pointer, so a publish becomes visible in one atomic step (see `model_store/publish.py`).
+active-version pointer, so a publish becomes visible in one atomic step (see `model_store/publish/`).
 
 Redis layout (every key built here and nowhere else; `ns` defaults to "binllm"):
     {ns}:active                      -> version id of the active snapshot
     {ns}:versions                    -> list of published version ids, newest first
     {ns}:publish-lock                -> the publisher's lock token while one publishes or rolls back
     {ns}:v:{version}:manifest        -> SnapshotManifest JSON
-    {ns}:v:{version}:user:{user_id}  -> UserEntry JSON
-    {ns}:v:{version}:item:{item_id}  -> ItemEntry JSON
+    {ns}:v:{version}:user:{user_id}  -> UserEntry JSON (defaults left out: `entry_json`)
+    {ns}:v:{version}:item:{item_id}  -> ItemEntry JSON (defaults left out: `entry_json`)
 
 Directory layout: {root}/ACTIVE (version id), {root}/{version}/manifest.json, users.jsonl, items.jsonl
 (one `{"id": ..., **entry}` object per line).
@@ -30,12 +30,23 @@ MANIFEST_FILENAME = "binllm.json"
 
 
 class UserEntry(BaseModel):
-    """A user as the service sees it: the code (None if the encoder never saw the user) and titles."""
+    """A user as the service sees it: the code (None if the encoder never saw the user) and history.
+
+    The history is item ids, not titles: the titles already live in the item entries, so a user costs a
+    few bytes per history item instead of a title's length (`bench/publish_scale.py` measures it).
+    """
 
     model_config = ConfigDict(frozen=True)
 
     code: int | None = None
-    history_titles: list[str] = Field(default_factory=list, description="<= 10 positive titles, newest last.")
+    history: list[str] = Field(
+        default_factory=list, description="<= 10 positive item ids, newest last; titles from their ItemEntry."
+    )
+    history_titles: list[str] = Field(
+        default_factory=list,
+        description="Only in snapshots published before item-id histories: the titles themselves. "
+        "Still read (when `history` is empty), never written.",
+    )
 
 
 class ItemEntry(BaseModel):
@@ -86,6 +97,11 @@ class SnapshotManifest(BaseModel):
         description="The codes' own score, published with them: what the service answers (marked degraded) "
         "when the LLM cannot; None in snapshots published before it existed.",
     )
+
+
+def entry_json(entry: BaseModel) -> str:
+    """How a user or item entry is stored: compact JSON without default fields (readers fill them in)."""
+    return entry.model_dump_json(exclude_defaults=True)
 
 
 def active_key(ns: str = DEFAULT_NAMESPACE) -> str:

@@ -50,7 +50,10 @@ def _write_jsonl(path: Path, entries: Mapping[str, BaseModel]) -> int:
     count = 0
     with path.open("w", encoding="utf-8") as handle:
         for entry_id, entry in entries.items():
-            handle.write(json.dumps({"id": entry_id, **entry.model_dump()}, ensure_ascii=False) + "\n")
+            handle.write(
+                json.dumps({"id": entry_id, **entry.model_dump(exclude_defaults=True)}, ensure_ascii=False)
+                + "\n"
+            )
             count += 1
         handle.flush()
         os.fsync(handle.fileno())

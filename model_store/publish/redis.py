@@ -25,6 +25,7 @@ from model_store.contract.snapshot import (
     DEFAULT_NAMESPACE,
     SnapshotManifest,
     active_key,
+    entry_json,
     item_key,
     manifest_key,
     user_key,
@@ -181,7 +182,7 @@ class RedisPublisher:
         pipe = self.client.pipeline(transaction=False)
         pending = 0
         for key, entry in self._entries(snapshot):
-            pipe.set(key, entry.model_dump_json())
+            pipe.set(key, entry_json(entry))
             pending += 1
             if pending == self.batch_size:
                 pipe.execute()

@@ -1,14 +1,14 @@
 """Build one serving snapshot in memory: every user's code and history, every item's code and title.
 
-A snapshot (see `model_store/contract/snapshot.py`) holds, per user, the code and the <= 10 most recent
-positive items (newest last); per item, the code (None for a cold item) and the title; and the manifest of
+A snapshot (see `model_store/contract/snapshot.py`) holds, per user, the code and the ids of the <= 10 most
+recent positive items (newest last); per item, the code (None for a cold item) and the title; and the manifest of
 the model. The stores in this package write it under a new version and switch to it atomically.
 
     python -c "from model_store.publish.snapshot import new_version_id; print(new_version_id())"
 
 Which history a user gets: of every row of the user across the split files (train, valid, test), the most
-recent one, by (timestamp, flag, file order); its `his_title` (the earlier positives, pad dropped) plus its
-own title when its label is 1. This is what the papers' prompts would show for that user's next request.
+recent one, by (timestamp, flag, file order); its `his` (the earlier positives, pad dropped) plus its own
+item when its label is 1. This is what the papers' prompts would show for that user's next request.
 """
 
 from __future__ import annotations
@@ -82,8 +82,8 @@ def check_version_id(version: str) -> str:
     return version
 
 
-def latest_histories(table: pa.Table, limit: int = MAX_HISTORY_TITLES) -> dict[int, list[str]]:
-    """Per user, the positive titles known after their most recent row, newest last, at most `limit`."""
+def latest_histories(table: pa.Table, limit: int = MAX_HISTORY_TITLES) -> dict[int, list[int]]:
+    """Per user, the positive item ids known after their most recent row, newest last, at most `limit`."""
     if table.num_rows == 0:
         return {}
     uid = table["uid"].to_numpy()
@@ -93,13 +93,14 @@ def latest_histories(table: pa.Table, limit: int = MAX_HISTORY_TITLES) -> dict[i
     )
     sorted_uid = uid[order]
     is_last = np.append(sorted_uid[1:] != sorted_uid[:-1], True)
-    latest = table.take(pa.array(order[is_last])).select(["uid", "label", "title", "his_title"])
-    histories: dict[int, list[str]] = {}
+    latest = table.take(pa.array(order[is_last])).select(["uid", "iid", "label", "his", "his_title"])
+    histories: dict[int, list[int]] = {}
     for row in latest.to_pylist():
-        titles = [title for title in row["his_title"] if title]  # "" is the papers' leading pad
+        # (0, "") is the papers' leading pad: an id whose title is empty is no item
+        ids = [iid for iid, title in zip(row["his"], row["his_title"], strict=True) if title]
         if row["label"] == 1:
-            titles.append(row["title"])
-        histories[row["uid"]] = titles[-limit:] if limit > 0 else []
+            ids.append(row["iid"])
+        histories[row["uid"]] = ids[-limit:] if limit > 0 else []
     return histories
 
 
@@ -124,8 +125,8 @@ def build_snapshot(
     """Assemble the snapshot: every user and item of the data with its code; ids become strings."""
     version = check_version_id(version or new_version_id())
     users = {
-        str(uid): UserEntry(code=codes.user_code(uid), history_titles=titles)
-        for uid, titles in latest_histories(table).items()
+        str(uid): UserEntry(code=codes.user_code(uid), history=[str(iid) for iid in history])
+        for uid, history in latest_histories(table).items()
     }
     titles = {**(extra_items or {}), **item_titles(table)}
     items = {str(iid): ItemEntry(code=codes.item_code(iid), title=title) for iid, title in titles.items()}

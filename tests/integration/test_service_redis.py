@@ -28,7 +28,11 @@ pytestmark = pytest.mark.integration
 
 
 def make_snapshot(version: str, model_version: str = "m1") -> Snapshot:
-    users = {"u1": UserEntry(code=7, history_titles=["Heat (1995)"]), "u2": UserEntry(code=None)}
+    users = {
+        "u1": UserEntry(code=7, history_titles=["Heat (1995)"]),  # as published before item-id histories
+        "u2": UserEntry(code=None),
+        "u3": UserEntry(code=9, history=["x28", "x29"]),
+    }
     items = {
         "i1": ItemEntry(code=1, title="Toy Story (1995)"),
         "i2": ItemEntry(code=2, title="Jumanji (1995)"),
@@ -119,6 +123,23 @@ def test_each_request_is_one_redis_round_trip_and_cached_items_skip_mget(
     assert first["cmdstat_get"]["calls"] == 2 and first["cmdstat_mget"]["calls"] == 1
     assert second["cmdstat_get"]["calls"] == 4 and second["cmdstat_mget"]["calls"] == 1
     assert counter(service, "binllm_item_cache_hits_total") >= 3
+
+
+def test_a_stored_history_of_item_ids_is_prompted_with_their_titles(service: str) -> None:
+    def scores(body: dict[str, Any]) -> list[float]:
+        response = post(service, body)
+        assert response.status_code == 200, response.text
+        return [s.score for s in PredictResponse.model_validate(response.json()).scores]
+
+    before = counter(service, "binllm_store_round_trips_total", store="redis")
+    stored = scores({"user_id": "u3", "item_ids": ["i1", "i2"]})  # x28, x29 not cached: one more MGET
+    middle = counter(service, "binllm_store_round_trips_total", store="redis")
+    assert scores({"user_id": "u3", "item_ids": ["i1", "i2"]}) == stored  # now cached: one round trip
+    after = counter(service, "binllm_store_round_trips_total", store="redis")
+    assert (middle - before, after - middle) == (2, 1)
+    explicit = {"user_id": "u3", "item_ids": ["i1", "i2"], "history_item_ids": ["x28", "x29"]}
+    assert scores(explicit) == stored  # the same prompts: the titles of x28 and x29
+    assert scores({**explicit, "history_item_ids": ["x27"]}) != stored
 
 
 def test_a_publish_is_served_by_the_next_request(service: str, published: str) -> None:

@@ -1,9 +1,10 @@
-"""ItemCache: LRU bound, hits/misses split, and emptied when the snapshot version changes."""
+"""ItemCache: LRU bound, hits/misses split, and emptied when the snapshot version changes; stored
+histories (item ids) resolved to titles."""
 
 from __future__ import annotations
 
-from app.store.base import ItemCache
-from model_store.contract.snapshot import ItemEntry
+from app.store.base import CatalogLookup, ItemCache, history_ids, history_titles
+from model_store.contract.snapshot import ItemEntry, ModelManifest, SnapshotManifest, UserEntry
 
 
 def entry(title: str) -> ItemEntry:
@@ -43,3 +44,23 @@ def test_cache_of_size_zero_stores_nothing() -> None:
     cache.split("v1", [])
     cache.put("v1", {"a": entry("A")})
     assert cache.split("v1", ["a"]) == ({}, ["a"])
+
+
+def lookup_for(user: UserEntry | None, items: dict[str, ItemEntry]) -> CatalogLookup:
+    model = ModelManifest(model_version="m", yes_token="Yes", no_token="No", yes_token_id=1, no_token_id=2)
+    manifest = SnapshotManifest(
+        version="v1", code_version="c", model=model, n_users=1, n_items=len(items), created_at="now"
+    )
+    return CatalogLookup(manifest=manifest, user=user, items=items)
+
+
+def test_history_titles_are_the_titles_of_the_stored_history_ids_newest_last() -> None:
+    user = UserEntry(code=1, history=["b", "gone", "a"])
+    lookup = lookup_for(user, {"a": entry("A"), "b": entry("B")})
+    assert history_ids(user) == ["b", "gone", "a"]
+    assert history_titles(lookup) == ("B", "A")  # an id the snapshot lacks is skipped
+
+
+def test_history_titles_read_snapshots_published_with_titles_and_unknown_users() -> None:
+    assert history_titles(lookup_for(UserEntry(history_titles=["Heat (1995)"]), {})) == ("Heat (1995)",)
+    assert history_titles(lookup_for(None, {})) == () and history_ids(None) == []

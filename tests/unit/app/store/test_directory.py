@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,7 @@ import pytest
 
 from app.errors import SnapshotMissingError
 from app.store.directory import DirectoryStore
-from model_store.contract.snapshot import ACTIVE_FILENAME, ITEMS_FILENAME
+from model_store.contract.snapshot import ACTIVE_FILENAME, ITEMS_FILENAME, UserEntry
 from model_store.publish.directory import DirectoryPublisher
 
 
@@ -23,6 +24,22 @@ def test_lookup_returns_manifest_user_and_only_known_items(snapshot_dir: Path) -
     found, reasons = asyncio.run(run())
     assert found.manifest.version == "v1" and found.user is not None and found.user.code == 0xF0F0F0F0
     assert list(found.items) == ["i1"] and reasons == []
+
+
+def test_lookup_adds_the_items_of_the_users_stored_history(tmp_path: Path, snapshot_factory: Any) -> None:
+    snapshot = snapshot_factory("v1")
+    users = {**snapshot.users, "u9": UserEntry(code=3, history=["h1", "h2"])}
+    manifest = snapshot.manifest.model_copy(update={"n_users": len(users)})
+    DirectoryPublisher(tmp_path).publish(replace(snapshot, users=users, manifest=manifest))
+
+    async def run() -> Any:
+        store = DirectoryStore(tmp_path)
+        await store.open()
+        return await store.lookup("u9", ["i1"])
+
+    found = asyncio.run(run())
+    assert found.user is not None and found.user.history == ["h1", "h2"]
+    assert set(found.items) == {"i1", "h1", "h2"}
 
 
 def test_store_switches_to_a_newly_published_version(tmp_path: Path, snapshot_factory: Any) -> None:

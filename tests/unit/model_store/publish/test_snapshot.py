@@ -69,7 +69,7 @@ def model_manifest(code_version: str | None = "codes-1", bits: int = 32) -> Mode
     )
 
 
-def test_history_is_the_latest_rows_history_plus_its_title_when_positive() -> None:
+def test_history_is_the_latest_rows_history_plus_its_item_when_positive() -> None:
     table = rows_to_table(
         [
             row(1, 10, 1, 100, []),
@@ -79,16 +79,13 @@ def test_history_is_the_latest_rows_history_plus_its_title_when_positive() -> No
         ]
     )
     histories = latest_histories(table)
-    assert histories[1] == ["Movie 10 (1990)", "Movie 12 (1990)"]
-    assert histories[2] == ["Movie 11 (1990)"]  # latest row negative: its own title is not a positive
+    assert histories[1] == [10, 12]
+    assert histories[2] == [11]  # latest row negative: its own item is not a positive
 
 
-def test_history_keeps_the_ten_newest_titles_newest_last() -> None:
+def test_history_keeps_the_ten_newest_items_newest_last() -> None:
     table = rows_to_table([row(1, 99, 1, 100, list(range(1, 15)))])
-    titles = latest_histories(table)[1]
-    assert len(titles) == 10
-    assert titles[-1] == "Movie 99 (1990)"
-    assert titles[0] == "Movie 6 (1990)"
+    assert latest_histories(table)[1] == [6, 7, 8, 9, 10, 11, 12, 13, 14, 99]
 
 
 def test_history_ties_on_timestamp_go_to_the_later_split_then_the_later_row() -> None:
@@ -99,7 +96,7 @@ def test_history_ties_on_timestamp_go_to_the_later_split_then_the_later_row() ->
             row(1, 22, 1, 100, [5], flag=FLAG_TEST),
         ]
     )
-    assert latest_histories(table)[1] == ["Movie 5 (1990)", "Movie 22 (1990)"]
+    assert latest_histories(table)[1] == [5, 22]
 
 
 def test_items_include_those_seen_only_in_histories_but_not_the_pad() -> None:
@@ -117,6 +114,18 @@ def test_snapshot_uses_string_ids_and_none_for_cold_codes() -> None:
     assert snapshot.items["11"].code is None and snapshot.items["10"].code == 5
     assert snapshot.manifest.n_users == 2 and snapshot.manifest.n_items == 3
     assert snapshot.manifest.code_version == "codes-1"
+
+
+def test_a_users_history_is_item_ids_whose_titles_live_in_the_items() -> None:
+    table = rows_to_table([row(1, 10, 1, 100, [3, 4])])
+    snapshot = build_snapshot(FakeCodes(), table, model_manifest(), version="v1")
+    user = snapshot.users["1"]
+    assert user.history == ["3", "4", "10"] and user.history_titles == []
+    assert [snapshot.items[i].title for i in user.history] == [
+        "Movie 3 (1990)",
+        "Movie 4 (1990)",
+        "Movie 10 (1990)",
+    ]
 
 
 def test_snapshot_refuses_a_version_id_with_a_colon() -> None:
