@@ -28,8 +28,9 @@ from model_store.contract.prompts import (
     render_user_prefix,
 )
 from model_store.data.io import read_split
+from model_store.llm.grouped import common_prefix_length
 from model_store.llm.models import ensure_smollm2, load_causal_lm
-from model_store.llm.scorer import PromptScorer, common_prefix_length
+from model_store.llm.scorer import PromptScorer
 
 DEFAULT_SPLIT = (
     Path(__file__).resolve().parents[1].parent / "shared/data/ml-1m-collm/valid_small_ood2.jsonl.gz"

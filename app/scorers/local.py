@@ -33,10 +33,10 @@ logger = logging.getLogger(__name__)
 
 
 class PrefixScorer(Protocol):
-    """What LocalScorer needs from the model: scores of `prefix + suffix` for each suffix (blocking)."""
+    """What LocalScorer needs from the model: P(Yes) of `prefix + suffix` per (prefix, suffixes) (blocking)."""
 
-    def score_with_prefix(self, prefix: str, suffixes: Sequence[str]) -> list[float]:
-        """P(Yes) per suffix."""
+    def score_groups(self, groups: Sequence[tuple[str, Sequence[str]]]) -> list[list[float]]:
+        """P(Yes) per suffix of each group; several users' groups run in shared forward passes."""
         ...
 
 
@@ -65,7 +65,7 @@ def load_prompt_scorer(model_dir: Path, threads: int | None = None) -> PrefixSco
 
 
 def score_batch(scorer: PrefixScorer, batch: Sequence[Sequence[PromptGroup]]) -> list[list[list[float]]]:
-    """Score the groups of several requests, one model call per distinct prefix (blocking).
+    """Score the groups of several requests in one model call (blocking): users batched together.
 
     Groups with the same prefix are merged (distinct suffixes only) and their scores handed back per request.
     """
@@ -75,9 +75,8 @@ def score_batch(scorer: PrefixScorer, batch: Sequence[Sequence[PromptGroup]]) ->
             suffix_index = by_prefix.setdefault(group.prefix, {})
             for suffix in group.suffixes:
                 suffix_index.setdefault(suffix, len(suffix_index))
-    scores: dict[str, list[float]] = {
-        prefix: scorer.score_with_prefix(prefix, list(index)) for prefix, index in by_prefix.items()
-    }
+    merged = scorer.score_groups([(prefix, list(index)) for prefix, index in by_prefix.items()])
+    scores = dict(zip(by_prefix, merged, strict=True))
     return [
         [[scores[g.prefix][by_prefix[g.prefix][s]] for s in g.suffixes] for g in groups] for groups in batch
     ]

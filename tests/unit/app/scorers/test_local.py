@@ -17,16 +17,16 @@ from app.settings import LocalSettings
 
 
 class FakeModel:
-    """score_with_prefix = pseudo_score of each full prompt; records calls and the threads they ran on."""
+    """score_groups = pseudo_score of each full prompt; records calls and the threads they ran on."""
 
     def __init__(self) -> None:
-        self.calls: list[tuple[str, list[str]]] = []
+        self.calls: list[list[tuple[str, list[str]]]] = []
         self.threads: set[int] = set()
 
-    def score_with_prefix(self, prefix: str, suffixes: Sequence[str]) -> list[float]:
-        self.calls.append((prefix, list(suffixes)))
+    def score_groups(self, groups: Sequence[tuple[str, Sequence[str]]]) -> list[list[float]]:
+        self.calls.append([(prefix, list(suffixes)) for prefix, suffixes in groups])
         self.threads.add(threading.get_ident())
-        return [pseudo_score(prefix + s) for s in suffixes]
+        return [[pseudo_score(prefix + s) for s in suffixes] for prefix, suffixes in groups]
 
 
 def expected(groups: Sequence[PromptGroup]) -> list[list[float]]:
@@ -38,7 +38,7 @@ def test_score_batch_merges_groups_with_the_same_prefix() -> None:
     a = [PromptGroup("P", ("x", "y"))]
     b = [PromptGroup("P", ("y", "z")), PromptGroup("Q", ("x",))]
     assert score_batch(model, [a, b]) == [expected(a), expected(b)]
-    assert model.calls == [("P", ["x", "y", "z"]), ("Q", ["x"])]
+    assert model.calls == [[("P", ["x", "y", "z"]), ("Q", ["x"])]]  # one model call for both users
 
 
 def test_concurrent_requests_within_the_window_run_as_one_batch() -> None:
@@ -56,7 +56,7 @@ def test_concurrent_requests_within_the_window_run_as_one_batch() -> None:
 
     results, batches = asyncio.run(run())
     assert results == [expected(groups) for groups in requests]
-    assert batches == 1 and len(model.calls) == 5 and len(model.threads) == 1
+    assert batches == 1 and len(model.calls) == 1 and len(model.calls[0]) == 5 and len(model.threads) == 1
 
 
 def test_batch_stops_gathering_at_the_prompt_limit() -> None:

@@ -16,8 +16,9 @@ from model_store.contract.prompts import (
     render_user_prefix,
 )
 from model_store.llm.answer import find_answer_tokens
+from model_store.llm.grouped import common_prefix_length
 from model_store.llm.models import load_causal_lm
-from model_store.llm.scorer import PromptScorer, common_prefix_length
+from model_store.llm.scorer import PromptScorer
 
 STYLE = PromptStyle()
 USER = UserContext(history_titles=("Heat (1995)", "Ran (1985)", "Fargo (1996)"), code=0xDEADBEEF)
@@ -95,6 +96,20 @@ def test_prefix_sharing_handles_a_suffix_that_is_empty_or_a_single_character(sco
 
 def test_prefix_sharing_of_no_suffixes_is_empty(scorer: PromptScorer) -> None:
     assert scorer.score_with_prefix("anything", []) == []
+
+
+def test_several_users_in_one_pass_equal_each_user_alone(scorer: PromptScorer) -> None:
+    users = [USER, USER.model_copy(update={"history_titles": USER.history_titles[:1]}), USER]
+    groups = []
+    for index, user in enumerate(users):
+        codes = index != 2  # the third user without codes: another prefix of another length
+        suffixes = [render_candidate_suffix(item, STYLE, with_codes=codes) for item in ITEMS[index:]]
+        groups.append((render_user_prefix(user, STYLE, with_codes=codes), suffixes))
+    groups.append(("nobody", []))
+    together = scorer.score_groups(groups, batch_size=4)  # rows of two users share a batch
+    assert [len(scores) for scores in together] == [len(suffixes) for _, suffixes in groups]
+    for (prefix, suffixes), scores in zip(groups, together, strict=True):
+        assert scores == pytest.approx(one_by_one(scorer, [prefix + s for s in suffixes]), abs=1e-4)
 
 
 @pytest.mark.slow
