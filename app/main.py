@@ -28,7 +28,7 @@ from app.scorers.base import Scorer
 from app.service import PredictService, ServingPolicy
 from app.settings import ServiceSettings, get_settings
 from app.store.base import CatalogStore
-from model_store.contract.snapshot import ModelManifest
+from model_store.contract.snapshot import ModelManifest, split_cluster_url
 
 logger = logging.getLogger(__name__)
 
@@ -39,8 +39,14 @@ def build_store(settings: ServiceSettings) -> CatalogStore:
         from app.store.redis import RedisStore
 
         assert settings.redis_url is not None  # guaranteed by ServiceSettings' validator
-        return RedisStore(
-            settings.redis_url.get_secret_value(),
+        url = settings.redis_url.get_secret_value()
+        kind = RedisStore
+        if settings.redis_cluster or split_cluster_url(url)[1]:
+            from app.store.cluster import RedisClusterStore
+
+            kind = RedisClusterStore
+        return kind(
+            url,
             namespace=settings.redis_namespace,
             item_cache_size=settings.item_cache_size,
             max_connections=settings.redis_max_connections,

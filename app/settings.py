@@ -109,7 +109,12 @@ class ServiceSettings(BaseSettings):
         default="directory", description="Where published snapshots are read from."
     )
     redis_url: SecretStr | None = Field(
-        default=None, description="redis://host:port/db; required for store=redis."
+        default=None,
+        description="redis://host:port/db, or redis+cluster://host:port for a cluster; required for store=redis.",
+    )
+    redis_cluster: bool = Field(
+        default=False,
+        description="BINLLM_REDIS_URL names a node of a Redis Cluster (as does a redis+cluster:// URL).",
     )
     redis_namespace: str = Field(default="binllm", description="Key prefix of published snapshots.")
     redis_max_connections: int = Field(default=64, ge=1, description="Redis connection pool size per worker.")
