@@ -33,6 +33,28 @@ def test_external_redis_url_goes_into_the_secret(render: Render) -> None:
     assert secret["stringData"]["BINLLM_REDIS_URL"] == "rediss://u:p@redis.example:6380/0"
 
 
+CLUSTER = {
+    "redis": {"enabled": False, "external": {"url": "redis://redis-cluster.example:6379", "cluster": True}}
+}
+
+
+def test_an_external_redis_cluster_is_announced_to_the_api_and_the_publish_job(render: Render) -> None:
+    manifests = render(CLUSTER)
+    assert kind_named(manifests, "ConfigMap", "")["data"]["BINLLM_REDIS_CLUSTER"] == "true"
+    job = container(kind_named(manifests, "Job", "publish"), "publish")
+    assert {"name": "BINLLM_REDIS_CLUSTER", "value": "true"} in job["env"]
+    assert not kinds(manifests, "StatefulSet")
+
+
+def test_should_not_announce_a_cluster_by_default(render: Render) -> None:
+    assert kind_named(render(), "ConfigMap", "")["data"]["BINLLM_REDIS_CLUSTER"] == "false"
+
+
+def test_should_refuse_a_cluster_flag_with_the_in_chart_redis(render: Render) -> None:
+    with pytest.raises(helm.HelmRenderError, match=r"redis\.enabled=false"):
+        render({"redis": {"external": {"cluster": True}}})
+
+
 def test_should_refuse_no_redis_at_all(render: Render) -> None:
     with pytest.raises(helm.HelmRenderError, match=r"redis\.external\.url"):
         render({"redis": {"enabled": False}})

@@ -87,6 +87,9 @@ app.kubernetes.io/component: {{ .component }}
 {{- if and (not .Values.redis.enabled) (not .Values.redis.external.url) (not .Values.secret.existingSecret) }}
 {{- fail "redis.enabled=false needs redis.external.url or secret.existingSecret with BINLLM_REDIS_URL" }}
 {{- end }}
+{{- if and .Values.redis.enabled .Values.redis.external.cluster }}
+{{- fail "redis.external.cluster=true points at an external Redis Cluster: set redis.enabled=false" }}
+{{- end }}
 {{- end }}
 
 {{/* The writable scratch volumes of a read-only-root container. */}}
