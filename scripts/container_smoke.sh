@@ -224,12 +224,14 @@ export BINLLM_REDIS_IMAGE=$REDIS_IMAGE
 step api-image "docker/api.Dockerfile -> $API_IMAGE"
 logged api-build.log env DOCKER_BUILDKIT=1 "$DOCKER" build -f docker/api.Dockerfile \
     --build-arg PYTHON_IMAGE="$PYTHON_IMAGE" -t "$API_IMAGE" .
+echo "$(grep -c ' CACHED$' "$WORK/api-build.log" || true) build steps cached"
 
 step job-image "docker/job.Dockerfile -> $JOB_IMAGE (CPU torch)"
 read -r -a TORCH_ARGS <<<"$(torch_build_args)"
 echo "torch: ${TORCH_ARGS[*]}"
 logged job-build.log env DOCKER_BUILDKIT=1 "$DOCKER" build -f docker/job.Dockerfile \
     --build-arg PYTHON_IMAGE="$PYTHON_IMAGE" "${TORCH_ARGS[@]}" -t "$JOB_IMAGE" .
+echo "$(grep -c ' CACHED$' "$WORK/job-build.log" || true) build steps cached"
 rm -f docker/wheels/torch-*.whl
 
 step stage "what make demo built, readable by the images' user"

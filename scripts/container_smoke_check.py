@@ -44,66 +44,77 @@ def report(check: str, **fields: object) -> None:
     print(json.dumps({"check": check, **fields}), flush=True)
 
 
-def wait_ready(client: httpx.Client, base: str, deadline_s: float) -> ReadyResponse:
-    """Poll /readyz until 200; the in-process model loads after the container is up."""
+def wait_for(client: httpx.Client, url: str, deadline_s: float, *, ready: bool = False) -> httpx.Response:
+    """Poll `url` until 200 (and, with `ready`, a /readyz status of 'ready', not 'degraded': the in-process
+    model loads after the server is up, and until then the code-only fallback answers)."""
     start = time.monotonic()
     last = ""
     while time.monotonic() - start < deadline_s:
         try:
-            response = client.get(f"{base}/readyz")
-            if response.status_code == 200:
-                return ReadyResponse.model_validate_json(response.content)
+            response = client.get(url)
             last = response.text
-        except httpx.TransportError as exc:
+            if response.status_code == 200 and (
+                not ready or ReadyResponse.model_validate_json(response.content).status == "ready"
+            ):
+                return response
+        except httpx.TransportError as exc:  # the port is published before the server listens
             last = repr(exc)
-        time.sleep(1.0)
-    raise SystemExit(f"{base}/readyz not ready after {deadline_s:.0f} s: {last}")
+        time.sleep(0.5)
+    raise SystemExit(f"{url}: no answer within {deadline_s:.0f} s: {last}")
 
 
 def check_api_cpu(client: httpx.Client, base: str, user: str, items: list[str], deadline_s: float) -> None:
-    """The CPU profile: ready, a first /predict with one score per item, metrics that counted it."""
+    """The CPU profile: ready with the model loaded, a first /predict scored by that model (P(Yes), not the
+    code-only fallback), metrics that counted it."""
     start = time.monotonic()
-    ready = wait_ready(client, base, deadline_s)
-    report("api-cpu /readyz", status=200, seconds=round(time.monotonic() - start, 1), **ready.model_dump())
+    ready = ReadyResponse.model_validate_json(
+        wait_for(client, f"{base}/readyz", deadline_s, ready=True).content
+    )
+    report("api-cpu /readyz", http=200, seconds=round(time.monotonic() - start, 1), **ready.model_dump())
     start = time.monotonic()
     response = client.post(f"{base}/predict", json={"user_id": user, "item_ids": items})
     assert response.status_code == 200, response.text
     predicted = PredictResponse.model_validate_json(response.content)
     assert [s.item_id for s in predicted.scores] == items
-    assert all(0.0 <= s.score <= 1.0 for s in predicted.scores)
+    assert predicted.score_kind != "codes" and all(s.p_yes is not None for s in predicted.scores), (
+        response.text
+    )
     scores = {s.item_id: round(s.score, 4) for s in predicted.scores}
-    report("api-cpu first /predict", status=200, seconds=round(time.monotonic() - start, 2), scores=scores)
+    seconds = round(time.monotonic() - start, 2)
+    report(
+        "api-cpu first /predict", http=200, seconds=seconds, score_kind=predicted.score_kind, scores=scores
+    )
     metrics = client.get(f"{base}/metrics")
     assert metrics.status_code == 200 and "binllm_request_duration_seconds_count" in metrics.text
-    report("api-cpu /metrics", status=200, bytes=len(metrics.content))
+    report("api-cpu /metrics", http=200, bytes=len(metrics.content))
 
 
-def check_api(client: httpx.Client, base: str, user: str, items: list[str]) -> None:
+def check_api(client: httpx.Client, base: str, user: str, items: list[str], deadline_s: float) -> None:
     """The API image without its vLLM: alive and serving metrics; /readyz and /predict either degraded to the
     code-only fallback (200, score_kind 'codes') or not ready for the backend alone (503 + Retry-After)."""
-    assert client.get(f"{base}/healthz").status_code == 200
+    wait_for(client, f"{base}/healthz", deadline_s)
     ready = client.get(f"{base}/readyz")
     response = client.post(f"{base}/predict", json={"user_id": user, "item_ids": items})
     if ready.status_code == 200:
         state = ReadyResponse.model_validate_json(ready.content)
         assert state.status == "degraded", ready.text
-        report("api /readyz", status=200, **state.model_dump())
+        report("api /readyz", http=200, **state.model_dump())
         assert response.status_code == 200, response.text
         predicted = PredictResponse.model_validate_json(response.content)
         assert [s.item_id for s in predicted.scores] == items and predicted.score_kind == "codes"
         scores = {s.item_id: round(s.score, 4) for s in predicted.scores}
-        report("api /predict", status=200, score_kind=predicted.score_kind, scores=scores)
+        report("api /predict", http=200, score_kind=predicted.score_kind, scores=scores)
     else:
         message = ErrorResponse.model_validate_json(ready.content).error.message
         assert ready.status_code == 503 and message == "not ready: backend 'vllm' not ready", message
-        report("api /readyz", status=503, message=message)
+        report("api /readyz", http=503, message=message)
         error = ErrorResponse.model_validate_json(response.content).error
         assert response.status_code == 503 and error.type == "backend_unavailable", response.text
         assert "retry-after" in response.headers
-        report("api /predict", status=503, type=error.type, retry_after=response.headers["retry-after"])
+        report("api /predict", http=503, type=error.type, retry_after=response.headers["retry-after"])
     metrics = client.get(f"{base}/metrics")
     assert metrics.status_code == 200 and "binllm_request_duration_seconds" in metrics.text
-    report("api /metrics", status=200, bytes=len(metrics.content))
+    report("api /metrics", http=200, bytes=len(metrics.content))
 
 
 def main() -> None:
@@ -117,7 +128,7 @@ def main() -> None:
     user, items = pick_ids(args.snapshot)
     with httpx.Client(timeout=120.0) as client:
         check_api_cpu(client, args.api_cpu.rstrip("/"), user, items, args.ready_deadline_s)
-        check_api(client, args.api.rstrip("/"), user, items)
+        check_api(client, args.api.rstrip("/"), user, items, args.ready_deadline_s)
 
 
 if __name__ == "__main__":
