@@ -59,6 +59,13 @@ class InvalidRequestError(ClientError):
     type = "invalid_request"
 
 
+class NotFoundError(ClientError):
+    """The route exists but is not served here (e.g. /metrics moved to BINLLM_METRICS_PORT)."""
+
+    status_code = 404
+    type = "not_found"
+
+
 class UnknownItemsError(ClientError):
     """Some ids are not in the active catalogue; carries them so the caller can drop exactly those."""
 

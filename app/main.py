@@ -23,7 +23,7 @@ from app.api.errors import install_error_handlers
 from app.api.guard import RequestGuardMiddleware
 from app.api.openapi import install_openapi
 from app.api.routes import health, metrics, predict
-from app.metrics import RequestMetricsMiddleware
+from app.metrics import RequestMetricsMiddleware, serve_metrics_port
 from app.scorers.base import Scorer
 from app.service import PredictService, ServingPolicy
 from app.settings import ServiceSettings, get_settings
@@ -126,9 +126,16 @@ def create_app(
             the_store, the_scorer, max_candidates=resolved.max_candidates, policy=serving_policy(resolved)
         )
         await log_what_is_served(the_store)
+        metrics_server = (
+            serve_metrics_port(resolved.metrics_port, resolved.server.host)
+            if resolved.metrics_port is not None
+            else None
+        )
         try:
             yield
         finally:
+            if metrics_server is not None:
+                metrics_server.shutdown()
             await the_scorer.aclose()
             await the_store.aclose()
 

@@ -11,8 +11,10 @@ there, which `/metrics` (any worker) sums across processes. The directory must b
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
+from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -23,10 +25,12 @@ from prometheus_client import (
     Histogram,
     generate_latest,
     multiprocess,
+    start_http_server,
 )
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+logger = logging.getLogger(__name__)
 
 _LATENCY_BUCKETS = (
     0.001,
@@ -95,13 +99,29 @@ CLIENT_DISCONNECTS = Counter(
 ERRORS = Counter("binllm_errors_total", "Error responses, by error type.", ["type"])
 
 
-def render_metrics() -> tuple[bytes, str]:
-    """The exposition text of this process, or of all workers in multiprocess mode; and its content type."""
+def _registry() -> CollectorRegistry:
+    """This process's registry, or one summing every worker's files in multiprocess mode."""
     if os.environ.get(MULTIPROC_ENV):
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
-        return generate_latest(registry), CONTENT_TYPE_LATEST
-    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+        return registry
+    return REGISTRY
+
+
+def serve_metrics_port(port: int, addr: str) -> WSGIServer | None:
+    """Serve the exposition on its own port (BINLLM_METRICS_PORT) in a thread; with several workers the
+    first one to bind serves it (in multiprocess mode any worker's answer sums them all), the others skip."""
+    try:
+        server, _thread = start_http_server(port, addr=addr, registry=_registry())
+    except OSError as exc:
+        logger.info("metrics port %d already served (%s); this worker skips it", port, exc.strerror)
+        return None
+    return server
+
+
+def render_metrics() -> tuple[bytes, str]:
+    """The exposition text of this process, or of all workers in multiprocess mode; and its content type."""
+    return generate_latest(_registry()), CONTENT_TYPE_LATEST
 
 
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})

@@ -159,6 +159,13 @@ class ServiceSettings(BaseSettings):
         description="Comma-separated bearer tokens; when set, POST /predict needs "
         "'Authorization: Bearer <one of them>' (401 otherwise). Health and metrics stay open. Unset = no auth.",
     )
+    metrics_port: int | None = Field(
+        default=None,
+        ge=1,
+        le=65535,
+        description="Serve /metrics on this port of the server's host instead (e.g. kept off the public "
+        "ingress); the main port's /metrics then answers 404. None = on the main port.",
+    )
     readiness_timeout_s: float = Field(
         default=1.0,
         gt=0,

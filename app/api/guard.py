@@ -105,13 +105,17 @@ class RequestGuardMiddleware:
                 disconnected.set_result(message)
             return message
 
+        answered = asyncio.Event()
+
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 MutableHeaders(scope=message).append("X-Request-ID", request_id)
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                answered.set()  # from now on a disconnect is the normal end, not a client leaving
             await send(message)
 
         task = asyncio.ensure_future(self.app(scope, guarded_receive, send_with_id))
-        watcher = asyncio.ensure_future(self._watch(receive, body_done, disconnected, task))
+        watcher = asyncio.ensure_future(self._watch(receive, body_done, disconnected, answered, task))
         try:
             await task
         except asyncio.CancelledError:
@@ -127,6 +131,7 @@ class RequestGuardMiddleware:
         receive: Receive,
         body_done: asyncio.Event,
         disconnected: asyncio.Future[Message],
+        answered: asyncio.Event,
         task: asyncio.Future[None],
     ) -> None:
         """After the body: wait for the client to leave, then cancel the request's task."""
@@ -136,6 +141,6 @@ class RequestGuardMiddleware:
             message = await receive()
         if not disconnected.done():
             disconnected.set_result(message)
-        if not task.done():
+        if not task.done() and not answered.is_set():
             metrics.CLIENT_DISCONNECTS.inc()
             task.cancel()

@@ -21,7 +21,7 @@ from model_store.contract.fusion import CodeScore
 from model_store.publish.redis import RedisPublisher
 from tests.integration.conftest import free_port
 from tests.integration.fake_vllm import running_fake_vllm, set_fake_mode
-from tests.integration.service_process import REPO
+from tests.integration.service_process import REPO, running_service
 from tests.integration.test_service_redis import counter, make_snapshot
 
 pytestmark = pytest.mark.integration
@@ -119,3 +119,13 @@ def test_a_request_whose_client_hangs_up_is_cancelled(server: str, fake_vllm: st
         set_fake_mode(fake_vllm, "ok")
     assert counter(server, "binllm_client_disconnects_total") - before == 1
     assert counter(server, "binllm_request_duration_seconds_count", route="/predict", status="499") >= 1
+
+
+def test_metrics_can_move_to_their_own_port(redis_server: str, server: str) -> None:
+    port = free_port()
+    with running_service(redis_server, BINLLM_METRICS_PORT=str(port)) as url:
+        assert httpx.post(f"{url}/predict", json={"user_id": "u1", "item_ids": ["i1"]}).status_code == 200
+        moved = httpx.get(f"{url}/metrics")
+        scraped = httpx.get(f"http://127.0.0.1:{port}/metrics")
+    assert moved.status_code == 404 and moved.json()["error"]["type"] == "not_found"
+    assert scraped.status_code == 200 and "binllm_request_duration_seconds_count" in scraped.text

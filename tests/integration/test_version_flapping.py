@@ -35,7 +35,11 @@ from tests.integration.service_process import running_service
 pytestmark = pytest.mark.integration
 
 N_USERS, N_ITEMS = 8, 40
-OFFSET = {"vA": 0, "vB": 1000}  # every code of vB differs from vA's, so an entry names its version
+OFFSET = {
+    "vA": 0,
+    "vB": 1000,
+    "vC": 2000,
+}  # every code of vB differs from vA's, so an entry names its version
 
 
 def version_snapshot(version: str) -> Snapshot:
@@ -88,7 +92,7 @@ def flapping_pointer(url: str) -> Iterator[list[int]]:
 
 def entry_version(code: int | None) -> str:
     assert code is not None
-    return "vB" if code >= 1000 else "vA"
+    return "vC" if code >= 2000 else "vB" if code >= 1000 else "vA"
 
 
 async def flapping_lookups(url: str, tasks: int, per_task: int) -> tuple[int, int]:
@@ -123,43 +127,77 @@ def test_store_lookups_under_a_flapping_pointer_never_mix_versions(two_versions:
     assert mixed == 0
 
 
+BODIES = [
+    {"user_id": f"u{k % N_USERS}", "item_ids": [f"x{k % N_ITEMS}", f"x{(k + 7) % N_ITEMS}"]}
+    for k in range(24)
+]
+
+
+def expected_scores(url: str, redis_url: str, versions: list[str]) -> dict[tuple[str, int], list[float]]:
+    """Each body's scores under each version, with the pointer held still."""
+    expected: dict[tuple[str, int], list[float]] = {}
+    for version in versions:
+        redis.Redis.from_url(redis_url).set(active_key(), version)
+        for n, body in enumerate(BODIES):
+            answer = PredictResponse.model_validate(httpx.post(f"{url}/predict", json=body).json())
+            assert answer.model_version == f"m-{version}"
+            expected[(version, n)] = [s.score for s in answer.scores]
+    return expected
+
+
+def hammer(url: str, expected: dict[tuple[str, int], list[float]], rounds: int = 30) -> tuple[int, int, int]:
+    """Rounds of concurrent requests; (mixed answers, non-200s, total)."""
+
+    async def run() -> tuple[int, int, int]:
+        mixed = failed = 0
+        async with httpx.AsyncClient(base_url=url, timeout=10) as client:
+
+            async def one(n: int) -> None:
+                nonlocal mixed, failed
+                response = await client.post("/predict", json=BODIES[n])
+                if response.status_code != 200:
+                    failed += 1
+                    return
+                answer = PredictResponse.model_validate(response.json())
+                version = answer.model_version.removeprefix("m-")
+                scores = [s.score for s in answer.scores]
+                if answer.code_version != f"c-{version}" or scores != expected[(version, n)]:
+                    mixed += 1
+
+            for _round in range(rounds):
+                await asyncio.gather(*(one(n) for n in range(len(BODIES))))
+        return mixed, failed, rounds * len(BODIES)
+
+    return asyncio.run(run())
+
+
 def test_service_answers_under_a_flapping_pointer_match_the_version_they_name(two_versions: str) -> None:
-    bodies = [
-        {"user_id": f"u{k % N_USERS}", "item_ids": [f"x{k % N_ITEMS}", f"x{(k + 7) % N_ITEMS}"]}
-        for k in range(24)
-    ]
     with running_service(two_versions) as url:
-        expected: dict[tuple[str, int], list[float]] = {}
-        for version in ("vA", "vB"):
-            redis.Redis.from_url(two_versions).set(active_key(), version)
-            for n, body in enumerate(bodies):
-                answer = PredictResponse.model_validate(httpx.post(f"{url}/predict", json=body).json())
-                assert answer.model_version == f"m-{version}"
-                expected[(version, n)] = [s.score for s in answer.scores]
-
-        async def hammer() -> tuple[int, int, int]:
-            mixed = failed = 0
-            async with httpx.AsyncClient(base_url=url, timeout=10) as client:
-
-                async def one(n: int) -> None:
-                    nonlocal mixed, failed
-                    response = await client.post("/predict", json=bodies[n])
-                    if response.status_code != 200:
-                        failed += 1
-                        return
-                    answer = PredictResponse.model_validate(response.json())
-                    version = answer.model_version.removeprefix("m-")
-                    if (
-                        answer.code_version != f"c-{version}"
-                        or [s.score for s in answer.scores] != expected[(version, n)]
-                    ):
-                        mixed += 1
-
-                for _round in range(30):
-                    await asyncio.gather(*(one(n) for n in range(len(bodies))))
-            return mixed, failed, 30 * len(bodies)
-
+        expected = expected_scores(url, two_versions, ["vA", "vB"])
         with flapping_pointer(two_versions) as switches:
-            mixed, failed, total = asyncio.run(hammer())
+            mixed, failed, total = hammer(url, expected)
     print(f"\nservice: {total} requests, {switches[0]} switches, {mixed} mixed, {failed} failed")
     assert (mixed, failed) == (0, 0)
+
+
+def test_publish_and_rollbacks_under_load_never_mix_or_fail(two_versions: str) -> None:
+    publisher = RedisPublisher.from_url(two_versions)
+    with running_service(two_versions) as url:
+        publisher.publish(version_snapshot("vC"), keep=5)
+        expected = expected_scores(url, two_versions, ["vA", "vB", "vC"])
+        stop, switches = threading.Event(), [0]
+
+        def roll() -> None:
+            while not stop.is_set():
+                publisher.rollback(to=("vA", "vB", "vC")[switches[0] % 3])
+                switches[0] += 1
+
+        thread = threading.Thread(target=roll, daemon=True)
+        thread.start()
+        try:
+            mixed, failed, total = hammer(url, expected)
+        finally:
+            stop.set()
+            thread.join(timeout=10)
+    print(f"\npublish + rollbacks: {total} requests, {switches[0]} rollbacks, {mixed} mixed, {failed} failed")
+    assert switches[0] > 10 and (mixed, failed) == (0, 0)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +20,12 @@ from app.errors import (
     OverloadedError,
 )
 from app.schemas import PredictRequest, PredictResponse, ReadyResponse
+from app.scorers.local import LocalScorer
 from app.service import PredictService, ServingPolicy
 from app.store.directory import DirectoryStore
 from model_store.contract.fusion import CodeScore, sigmoid
+from model_store.contract.snapshot import ItemEntry
+from model_store.publish import Snapshot
 from model_store.publish.directory import DirectoryPublisher
 from tests.unit.app.conftest import ITEMS, USERS, RecordingScorer, make_snapshot
 
@@ -209,3 +213,71 @@ def test_every_readiness_check_is_bounded(scored_dir: Path) -> None:
     )
     assert time.perf_counter() - start < 1.0
     assert isinstance(answer, NotReadyError) and "store check timed out" in answer.public
+
+
+class SlowModel:
+    """Blocks like a model would: 2 ms per prefix run plus 1 ms per prompt (in the local scorer's thread)."""
+
+    def score_with_prefix(self, prefix: str, suffixes: Sequence[str]) -> list[float]:
+        time.sleep(0.002 + 0.001 * len(suffixes))
+        return [0.5] * len(suffixes)
+
+    def score_groups(self, groups: Sequence[tuple[str, Sequence[str]]]) -> list[list[float]]:
+        time.sleep(0.002 * len(groups) + 0.001 * sum(len(suffixes) for _prefix, suffixes in groups))
+        return [[0.5] * len(suffixes) for _prefix, suffixes in groups]
+
+
+@pytest.fixture
+def big_catalogue(tmp_path: Path) -> Path:
+    """The test catalogue plus 300 items with codes, so a request can hold 256 distinct candidates."""
+    snapshot = make_snapshot()
+    items = {**snapshot.items, **{f"b{k}": ItemEntry(code=k, title=f"Film {k}") for k in range(300)}}
+    root = tmp_path / "big"
+    manifest = snapshot.manifest.model_copy(update={"n_items": len(items)})
+    DirectoryPublisher(root).publish(Snapshot(manifest, snapshot.users, items))
+    return root
+
+
+def small_request_latencies(root: Path, chunk: int | None, n_small: int = 12) -> list[float]:
+    """Seconds of 1-candidate requests sent one after another while two 256-candidate requests loop."""
+
+    async def go() -> list[float]:
+        store = DirectoryStore(root)
+        await store.open()
+        scorer = LocalScorer(SlowModel, batch_wait_ms=1.0, max_batch_prompts=256)
+        await scorer.start()
+        while not await scorer.ready():
+            await asyncio.sleep(0.01)
+        service = PredictService(
+            store, scorer, max_candidates=256, policy=ServingPolicy(chunk_candidates=chunk)
+        )
+        large = PredictRequest(user_id="u1", item_ids=[f"b{k}" for k in range(256)])
+        stop = asyncio.Event()
+
+        async def loop_large() -> None:
+            while not stop.is_set():
+                await service.predict(large)
+
+        background = [asyncio.create_task(loop_large()) for _ in range(2)]
+        await asyncio.sleep(0.05)
+        latencies = []
+        for k in range(n_small):
+            start = time.perf_counter()
+            await service.predict(PredictRequest(user_id="u1", item_ids=[f"b{k}"]))
+            latencies.append(time.perf_counter() - start)
+        stop.set()
+        await asyncio.gather(*background)
+        await scorer.aclose()
+        await store.aclose()
+        return latencies
+
+    return asyncio.run(go())
+
+
+def test_small_requests_wait_one_chunk_not_a_whole_large_request(big_catalogue: Path) -> None:
+    whole = max(small_request_latencies(big_catalogue, chunk=None))
+    chunked = max(small_request_latencies(big_catalogue, chunk=32))
+    print(
+        f"\n1-candidate p100 beside two 256-candidate requests: whole {whole * 1000:.0f} ms, chunked {chunked * 1000:.0f} ms"
+    )
+    assert chunked < whole / 2
