@@ -71,6 +71,13 @@ class RedisClusterPublisher(RedisPublisher):
             lock_wait_s=lock_wait_s,
         )
 
+    def _write_batch(self, batch: dict[str, str]) -> None:
+        """One SET per entry, pipelined: the client sends each node its share of the batch at once."""
+        pipe = self.client.pipeline(transaction=False)
+        for key, value in batch.items():
+            pipe.set(key, value)
+        pipe.execute()
+
     def _verify(self, snapshot: Snapshot) -> None:
         super()._verify(snapshot)
         self._wait_for_replicas()

@@ -1,7 +1,7 @@
 """Publish snapshots to Redis: pipelined writes under a new version, a key count, then one atomic switch.
 
-Keys come from `model_store/contract/snapshot.py`. Entries are written with non-transactional pipelines in
-batches (the manifest last, so a version with a manifest is complete), the version's keys are counted with
+Keys come from `model_store/contract/snapshot.py`. Entries are written in batches, one MSET each (the
+manifest last, so a version with a manifest is complete), the version's keys are counted with
 SCAN and compared with the snapshot, and only then does one MULTI/EXEC set `{ns}:active` and push the
 version onto `{ns}:versions`. A crash or error before that leaves the active version and all its keys
 untouched; the partial version is deleted on error, or, after a kill, by the next successful publish
@@ -179,22 +179,26 @@ class RedisPublisher:
             yield item_key(version, item_id, self.ns), item
 
     def _write(self, snapshot: Snapshot) -> None:
-        pipe = self.client.pipeline(transaction=False)
-        pending = 0
+        """Entries in batches of `batch_size`, then the manifest alone: a version with one is complete."""
+        batch: dict[str, str] = {}
         for key, entry in self._entries(snapshot):
-            pipe.set(key, entry_json(entry))
-            pending += 1
-            if pending == self.batch_size:
-                pipe.execute()
-                pending = 0
+            batch[key] = entry_json(entry)
+            if len(batch) == self.batch_size:
+                self._write_batch(batch)
+                batch = {}
                 if self.pause_s:
                     time.sleep(self.pause_s)
                 self.lock.renew()
-        pipe.set(manifest_key(snapshot.manifest.version, self.ns), snapshot.manifest.model_dump_json())
-        pipe.execute()
+        if batch:
+            self._write_batch(batch)
+        self.client.set(manifest_key(snapshot.manifest.version, self.ns), snapshot.manifest.model_dump_json())
+
+    def _write_batch(self, batch: dict[str, str]) -> None:
+        """One MSET: one command and one reply per batch, which is what makes publishing fast in Python."""
+        self.client.mset(batch)
 
     def _count(self, pattern: str) -> int:
-        return sum(1 for _ in self.client.scan_iter(match=pattern, count=self.batch_size))
+        return sum(1 for _ in self.client.scan_iter(match=pattern, count=10 * self.batch_size))
 
     def _verify(self, snapshot: Snapshot) -> None:
         """Count the version's keys by kind and compare with the snapshot; reread the manifest."""
