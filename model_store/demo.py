@@ -140,7 +140,8 @@ def ensure_model(paths: DemoPaths, codes: CodeSource) -> ModelManifest:
 
 
 def is_current(publisher: SnapshotPublisher, codes: CodeSource, model: ModelManifest) -> bool:
-    """Whether the active snapshot already pairs these codes with this model (then publishing is skipped)."""
+    """Whether the active snapshot already pairs these codes with this model, with their code score (the
+    service's fallback; a snapshot published before it existed is republished), so publishing is skipped."""
     active = publisher.active_version()
     if active is None:
         return False
@@ -149,6 +150,7 @@ def is_current(publisher: SnapshotPublisher, codes: CodeSource, model: ModelMani
         manifest is not None
         and manifest.code_version == codes.version
         and manifest.model.model_version == model.model_version
+        and manifest.code_score == codes.code_score()
     )
 
 

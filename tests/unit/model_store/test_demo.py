@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from model_store import demo
+from model_store.contract.fusion import CodeScore
 from model_store.contract.snapshot import MANIFEST_FILENAME, ModelManifest
 from model_store.data.io import read_split
 from model_store.data.schema import FLAG_TEST, FLAG_TRAIN, FLAG_VALID
@@ -112,6 +113,25 @@ def test_publish_step_skips_when_the_active_snapshot_is_current_and_republishes_
     newer = write_model_manifest(paths.model, "model-2")
     second = ensure_published(publisher, paths, codes, newer, keep=3)
     assert second != first and publisher.versions() == [second, first]
+
+
+class ScoredCodes(FakeCodes):
+    """The same codes, now with their code score (what the service's fallback needs)."""
+
+    def code_score(self) -> CodeScore:  # type: ignore[override]
+        return CodeScore(bits=32, scale=0.1, bias=0.0, unknown_user_code=0, unknown_item_code=0)
+
+
+def test_a_snapshot_published_without_the_code_score_is_republished_with_it(tmp_path: Path) -> None:
+    paths = DemoPaths(root=tmp_path)
+    ensure_data(paths, SMALL)
+    publisher = DirectoryPublisher(paths.snapshot)
+    model = write_model_manifest(paths.model, "model-1")
+    old = ensure_published(publisher, paths, FakeCodes(), model, keep=3)
+    new = ensure_published(publisher, paths, ScoredCodes(), model, keep=3)
+    manifest = publisher.read_manifest(new)
+    assert new != old and manifest is not None and manifest.code_score == ScoredCodes().code_score()
+    assert ensure_published(publisher, paths, ScoredCodes(), model, keep=3) == new
 
 
 def test_published_demo_snapshot_has_every_user_and_titled_item(tmp_path: Path) -> None:
