@@ -2,7 +2,8 @@
 
 Builds a synthetic catalogue (users with a 32-bit code and 10 history item ids, items with a code and a
 title of realistic length), publishes it with `binllm publish`'s Redis publisher into its own redis-server
-(loopback, no persistence; or `--redis URL`, a `redis+cluster://` URL for a cluster), then measures:
+(loopback, no persistence; `--own-cluster N` starts a private Redis Cluster of N primaries instead; or
+`--redis URL`, a `redis+cluster://` URL for a cluster), then measures:
 
 - bytes per user / per item: the mean `MEMORY USAGE` of sampled keys (key, value and Redis' per-key
   overhead), checked against the growth of `used_memory` over the whole publish;
@@ -16,12 +17,14 @@ versions held during a publish and 25% headroom. The last line is machine-readab
 
     .venv/bin/python bench/publish_scale.py                                  # 200k users, 20k items: ~2 min
     .venv/bin/python bench/publish_scale.py --users 1000000 --items 100000   # the issue's scale
+    .venv/bin/python bench/publish_scale.py --own-cluster 3                  # a private 3-primary cluster
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import random
 import socket
@@ -122,6 +125,42 @@ def own_redis() -> Iterator[str]:
             proc.wait(timeout=10)
 
 
+@contextmanager
+def own_cluster(primaries: int) -> Iterator[str]:
+    """`primaries` cluster-enabled redis-servers joined by `redis-cli --cluster create`; yields a seed URL."""
+    ports = [free_port() for _ in range(primaries)]
+    procs = []
+    with tempfile.TemporaryDirectory() as workdir:
+        try:
+            for port in ports:
+                args = [
+                    "redis-server",
+                    "--port",
+                    str(port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                ]
+                args += ["--cluster-enabled", "yes", "--cluster-port", str(free_port()), "--dir", workdir]
+                args += ["--cluster-config-file", f"{workdir}/nodes-{port}.conf"]
+                procs.append(subprocess.Popen(args, stdout=subprocess.DEVNULL))
+            time.sleep(0.5)
+            nodes = [f"127.0.0.1:{port}" for port in ports]
+            create = ["redis-cli", "--cluster", "create", *nodes, "--cluster-replicas", "0", "--cluster-yes"]
+            subprocess.run(create, check=True, capture_output=True, timeout=60)
+            seed = redis.Redis(port=ports[0], decode_responses=True)
+            while seed.cluster("info")["cluster_state"] != "ok":
+                time.sleep(0.1)
+            yield f"redis+cluster://127.0.0.1:{ports[0]}"
+        finally:
+            for proc in procs:
+                proc.terminate()
+                proc.wait(timeout=10)
+
+
 def used_memory(client: Any, cluster: bool) -> int:
     """Bytes of `used_memory`, summed over every primary of a cluster."""
     if cluster:
@@ -150,12 +189,14 @@ def old_style_user_bytes(client: Any, snapshot: Snapshot, sample: list[str]) -> 
         client.delete(*keys)
 
 
-async def lookup_seconds(url: str, cluster: bool, snapshot: Snapshot, n: int, cache: int) -> list[float]:
+async def lookup_seconds(
+    url: str, cluster: bool, ids: tuple[list[str], list[str]], n: int, cache: int
+) -> list[float]:
     """Seconds per `lookup(user, 20 candidates)` through the service's store, one lookup at a time."""
     store = store_for(url, cluster, cache)
     await store.open()
     rng = random.Random(1)
-    users, items = list(snapshot.users), list(snapshot.items)
+    users, items = ids
     requests = [(rng.choice(users), rng.sample(items, 20)) for _ in range(n)]
     try:
         if cache:
@@ -208,8 +249,11 @@ def run(url: str, args: argparse.Namespace) -> dict[str, Any]:
     per_user = mean_key_bytes(client, [user_key(version, u, "binllm") for u in user_sample])
     per_item = mean_key_bytes(client, [item_key(version, i, "binllm") for i in item_sample])
     per_user_titles = old_style_user_bytes(client, snapshot, user_sample[:1000])
-    cold = asyncio.run(lookup_seconds(plain_url, cluster, snapshot, args.lookups, cache=0))
-    warm = asyncio.run(lookup_seconds(plain_url, cluster, snapshot, args.lookups, cache=100_000))
+    ids = (list(snapshot.users), list(snapshot.items))
+    del snapshot  # millions of live objects would make the collector's full passes the p99
+    gc.collect()
+    cold = asyncio.run(lookup_seconds(plain_url, cluster, ids, args.lookups, cache=0))
+    warm = asyncio.run(lookup_seconds(plain_url, cluster, ids, args.lookups, cache=100_000))
     # used_memory also grows by the key table's buckets (power-of-two sized): size by whichever is larger
     predicted = per_user * args.users + per_item * args.items
     sizing_user = per_user * max(1.0, grown / predicted)
@@ -247,15 +291,16 @@ def main() -> None:
     )
     parser.add_argument("--redis", default=None, help="publish here instead of a private redis-server")
     parser.add_argument("--cluster", action="store_true", help="--redis is a node of a Redis Cluster")
+    parser.add_argument("--own-cluster", type=int, default=0, help="start a private cluster of N primaries")
     parser.add_argument("--batch-size", type=int, default=1000, help="writes per pipeline")
     parser.add_argument("--lookups", type=int, default=2000, help="timed lookups per cache setting")
     parser.add_argument("--sample", type=int, default=5000, help="keys sampled for MEMORY USAGE")
     args = parser.parse_args()
-    if args.redis is None:
-        with own_redis() as url:
-            figures = run(url, args)
-    else:
+    if args.redis is not None:
         figures = run(args.redis, args)
+    else:
+        with own_cluster(args.own_cluster) if args.own_cluster else own_redis() as url:
+            figures = run(url, args)
     print(
         f"catalogue: {figures['users']:,} users, {figures['items']:,} items (cluster: {figures['cluster']})"
     )
