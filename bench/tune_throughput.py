@@ -4,12 +4,16 @@ Baseline ("paper"): the papers' wording with 32-bit binary codes, whole-prompt b
 every layer (the first recipe we tried), rows drawn one by one. Fast ("serving"): the serving layout with
 hex codes, rows drawn by (user, history) group as `binllm llm tune` does, each user prefix run once per
 batch (`model_store/llm/grouped.py`), LoRA r16 on all projections of the top 10 layers only, so the frozen
-layers below need no backward pass. Both run the same number of optimizer steps on the same seeded rows, a warm-up
-step first; the figure is prompts per second of training (forward + backward + AdamW), machine as it is.
+layers below need no backward pass and run once per prompt set (`model_store/llm/trunk.py`).
 
-    python bench/tune_throughput.py [--rows 192] [--batch-size 16] [--threads 2]
+Each recipe runs a short stage as `binllm llm tune` would: `--epochs` passes over `--rows` seeded train rows,
+one validation over `--valid-rows` valid_small rows after each, a warm-up pass first. The figure is train
+prompts per second of the whole stage (trunk passes, forward + backward + AdamW, validations), machine as it
+is; the training steps' own rate is printed beside it.
 
-Prints one line per recipe, then the ratio, then, last, `prompts_per_s: X` for the fast recipe.
+    python bench/tune_throughput.py [--rows 96] [--valid-rows 48] [--epochs 2] [--threads 2]
+
+Prints one line per recipe, then the ratio, then, last, `prompts_per_s: X` for the fast recipe's stage.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from model_store.contract.prompts import PromptStyle
 from model_store.data.io import read_split
 from model_store.llm.answer import find_answer_tokens
 from model_store.llm.dataset import build_prompts
+from model_store.llm.grouped import ordered_margins
 from model_store.llm.models import ensure_smollm2, load_causal_lm
 from model_store.llm.trainer import StageTrainer
 from model_store.llm.tune import attach_lora
@@ -72,39 +77,52 @@ def recipe(name: str, base: str, out: Path, batch_size: int) -> TuneConfig:
     )
 
 
-def measure(config: TuneConfig, rows: int, steps: int) -> float:
-    """Prompts per second over `steps` optimizer steps after one warm-up step."""
+def measure(config: TuneConfig, rows: int, valid_rows: int, epochs: int) -> tuple[float, float]:
+    """(prompts/s of a whole stage, prompts/s of its training steps alone) after one warm-up pass.
+
+    The stage is `epochs` passes over `rows` train prompts with one validation over `valid_rows` prompts
+    after each, timed end to end: frozen-trunk passes, optimizer steps and validations all count.
+    """
     codes = load_codes(config.codes or "")
     base, tokenizer = load_causal_lm(config.base_model, device="cpu")
     model = attach_lora(base, config)
     answer = find_answer_tokens(tokenizer)
-    table = read_split(config.train)
-    train = build_prompts(
-        table,
-        codes=codes,
-        style=config.prompt_style,
-        max_samples=rows,
-        seed=0,
-        sample_groups=config.share_prefixes,  # as `binllm llm tune` draws its subsample
-    )
-    trainer = StageTrainer(config, model, tokenizer, answer, 2, train, train)
-    batches = trainer.epoch_batches(0)
-    trainer._backward(batches[0])  # warm-up: allocator, kernels
+    splits = [
+        build_prompts(  # drawn as `binllm llm tune` draws them
+            read_split(path),
+            codes=codes,
+            style=config.prompt_style,
+            max_samples=n,
+            seed=0,
+            sample_groups=config.share_prefixes,
+        )
+        for path, n in ((config.train, rows), (config.valid, valid_rows))
+    ]
+    train, valid = splits
+    trainer = StageTrainer(config, model, tokenizer, answer, 2, train, valid)
+    warm_up = trainer.epoch_batches(0)[0][:1]
+    ordered_margins(model, warm_up, answer, trainer.pad_id)[0].sum().backward()  # allocator, kernels
     trainer.optimizer.zero_grad(set_to_none=True)
-    done = 0
+    step_time = 0.0
     start = time.perf_counter()
-    for batch in batches[1 : 1 + steps]:
-        trainer._backward(batch)
-        trainer.optimizer.step()
-        trainer.optimizer.zero_grad(set_to_none=True)
-        done += sum(len(group.rows) for group in batch)
-    return done / (time.perf_counter() - start)
+    for epoch in range(epochs):
+        for batch in trainer.epoch_batches(epoch):
+            trainer.trunk("train")  # computed once, on first use (not a training step)
+            step_start = time.perf_counter()
+            trainer._backward(batch)
+            trainer.optimizer.step()
+            trainer.optimizer.zero_grad(set_to_none=True)
+            step_time += time.perf_counter() - step_start
+        trainer._score_valid()
+    total = time.perf_counter() - start
+    return epochs * len(train) / total, epochs * len(train) / step_time
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=2000, help="seeded train rows to draw batches from")
-    parser.add_argument("--steps", type=int, default=6, help="timed optimizer steps per recipe")
+    parser.add_argument("--rows", type=int, default=96, help="seeded train rows (whole user groups)")
+    parser.add_argument("--valid-rows", type=int, default=48, help="seeded valid_small rows per validation")
+    parser.add_argument("--epochs", type=int, default=2, help="passes over the train rows")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("artifacts/bench/tune_throughput"))
@@ -119,8 +137,11 @@ def main() -> None:
     results = {}
     for name in ("paper", "serving"):
         config = recipe(name, base, args.out, args.batch_size)
-        results[name] = measure(config, args.rows, args.steps)
-        print(f"{name}: {results[name]:.2f} prompts/s ({args.steps} steps of ~{args.batch_size} prompts)")
+        results[name], steps_only = measure(config, args.rows, args.valid_rows, args.epochs)
+        print(
+            f"{name}: {results[name]:.2f} prompts/s for the stage ({args.epochs} epochs x {args.rows} rows, "
+            f"{args.epochs} validations x {args.valid_rows} rows); training steps alone {steps_only:.2f} prompts/s"
+        )
     ratio = results["serving"] / results["paper"]
     print(f"speedup: {ratio:.2f}" if math.isfinite(ratio) else "speedup: n/a")
     print(f"prompts_per_s: {results['serving']:.2f}")

@@ -265,9 +265,9 @@ class StageTrainer:
         state.global_steps += 1
         state.losses.append(loss)
 
-    def _validate(self, state: TrainState) -> bool:
-        """Score valid, keep the best adapter, checkpoint; True when patience is exhausted."""
-        margins = score_groups(
+    def _score_valid(self) -> np.ndarray:
+        """Margins of every valid row with the live adapter."""
+        return score_groups(
             self.model,
             self.valid_groups,
             len(self.valid),
@@ -277,7 +277,10 @@ class StageTrainer:
             self.config.progress,
             self.trunk("valid"),
         )
-        metrics = validation_metrics(margins, self.valid)
+
+    def _validate(self, state: TrainState) -> bool:
+        """Score valid, keep the best adapter, checkpoint; True when patience is exhausted."""
+        metrics = validation_metrics(self._score_valid(), self.valid)
         record = {"stage": self.stage, "epoch": state.epoch, "step": state.optimizer_steps, **metrics}
         state.evals.append(record)
         auc = metrics["auc"]
