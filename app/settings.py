@@ -52,6 +52,11 @@ class LocalSettings(BaseModel):
     threads: int | None = Field(
         default=None, ge=1, description="torch intra-op threads; None = torch default."
     )
+    dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        default="auto",
+        description="Weights' dtype: auto = bf16 on CUDA and on CPUs with native bf16 (AVX512-BF16/AMX), "
+        "else fp32 (emulated bf16 is slower). The Yes/No margin and sigmoid stay fp32 either way.",
+    )
     chunk_candidates: int | None = Field(
         default=32,
         ge=1,

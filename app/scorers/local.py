@@ -40,18 +40,19 @@ class PrefixScorer(Protocol):
         ...
 
 
-def load_prompt_scorer(model_dir: Path, threads: int | None = None) -> PrefixScorer:
+def load_prompt_scorer(model_dir: Path, threads: int | None = None, dtype: str = "auto") -> PrefixScorer:
     """Load a servable model directory into a PromptScorer (blocking; imports torch)."""
     import torch
 
     from model_store.contract.snapshot import MANIFEST_FILENAME, ModelManifest
     from model_store.llm.answer import AnswerTokens, find_answer_tokens
-    from model_store.llm.models import load_causal_lm
+    from model_store.llm.models import default_device, load_causal_lm, serving_dtype
     from model_store.llm.scorer import PromptScorer
 
     if threads is not None:
         torch.set_num_threads(threads)
-    model, tokenizer = load_causal_lm(model_dir)
+    device = default_device()
+    model, tokenizer = load_causal_lm(model_dir, dtype=serving_dtype(dtype, device), device=device)
     manifest_path = model_dir / MANIFEST_FILENAME
     if manifest_path.is_file():  # the tokens the model was tuned with, as the manifest records them
         manifest = ModelManifest.model_validate_json(manifest_path.read_bytes())
@@ -113,7 +114,7 @@ class LocalScorer:
     def from_settings(cls, settings: LocalSettings) -> LocalScorer:
         """A scorer that will load `settings.model_dir` when started."""
         return cls(
-            lambda: load_prompt_scorer(settings.model_dir, settings.threads),
+            lambda: load_prompt_scorer(settings.model_dir, settings.threads, settings.dtype),
             batch_wait_ms=settings.batch_wait_ms,
             max_batch_prompts=settings.max_batch_prompts,
         )

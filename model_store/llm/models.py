@@ -12,6 +12,7 @@ al., ACL 2024) tunes Vicuna-7B; SmolLM2 is the small stand-in that fits a 2-core
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -174,6 +175,24 @@ def prepare_tokenizer(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizer
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
     return tokenizer
+
+
+@functools.cache
+def cpu_has_bf16() -> bool:
+    """True when this CPU multiplies bf16 natively (AVX512-BF16 or AMX); elsewhere bf16 is emulated, slower."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8")
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def serving_dtype(name: str, device: str) -> torch.dtype:
+    """The weights' dtype for scoring: "auto" = bf16 on CUDA and on CPUs with native bf16, else fp32."""
+    if name == "auto":
+        native = device.startswith("cuda") or (device == "cpu" and cpu_has_bf16())
+        return torch.bfloat16 if native else torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16}[name]
 
 
 def load_causal_lm(

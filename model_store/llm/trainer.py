@@ -12,7 +12,6 @@ the rest of the vocabulary). Used by `model_store.llm.tune.tune`, one instance p
 
 from __future__ import annotations
 
-import functools
 import math
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
@@ -35,19 +34,10 @@ from model_store.llm.grouped import (
     ordered_margins,
     shuffled_groups,
 )
+from model_store.llm.models import cpu_has_bf16
 from model_store.llm.trunk import TrunkStates, compute_trunk, frozen_layers
 from model_store.llm.tune_config import TuneConfig
 from model_store.metrics import evaluate_scores
-
-
-@functools.cache
-def cpu_has_bf16() -> bool:
-    """True when this CPU multiplies bf16 natively (AVX512-BF16 or AMX); elsewhere bf16 is emulated, slower."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8")
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def autocast_for(device: torch.device) -> AbstractContextManager[Any]:

@@ -12,7 +12,7 @@ import pytest
 from app.errors import BackendUnavailableError
 from app.scorers.base import PromptGroup
 from app.scorers.instant import pseudo_score
-from app.scorers.local import LocalScorer, score_batch
+from app.scorers.local import LocalScorer, load_prompt_scorer, score_batch
 from app.settings import LocalSettings
 
 
@@ -133,3 +133,19 @@ def test_real_tiny_model_scores_match_whole_prompt_scoring(tiny_llama_dir: Path)
     reference = PromptScorer.from_dir(tiny_llama_dir, device="cpu").score_prompts(groups[0].prompts())
     assert scores == pytest.approx(reference, abs=1e-4)
     assert scores[0] != scores[1]
+
+
+def test_bf16_weights_score_close_to_fp32_and_keep_the_margin_in_fp32(tiny_llama_dir: Path) -> None:
+    import torch
+
+    from model_store.llm.models import serving_dtype
+
+    assert (
+        serving_dtype("float32", "cuda") == torch.float32 and serving_dtype("auto", "cuda") == torch.bfloat16
+    )
+    groups = [('#Question: A user liked "Heat". Will they enjoy ', ['"Ran"? #Answer:', '"Up"? #Answer:'])]
+    fp32 = load_prompt_scorer(tiny_llama_dir, dtype="float32").score_groups(groups)[0]
+    bf16_scorer = load_prompt_scorer(tiny_llama_dir, dtype="bfloat16")
+    assert next(bf16_scorer.model.parameters()).dtype == torch.bfloat16  # type: ignore[attr-defined]
+    bf16 = bf16_scorer.score_groups(groups)[0]
+    assert bf16 == pytest.approx(fp32, abs=0.02) and bf16 != fp32  # close, yet really computed in bf16

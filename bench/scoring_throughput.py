@@ -1,0 +1,141 @@
+"""Scoring throughput of the in-process scorer: the papers' prompt in fp32 against the serving prompt, in one run.
+
+Configurations, same model and process: the papers' wording with 32-bit binary codes in fp32 (the baseline:
+what the service scored before the serving layout), then the serving layout with hex codes (the candidate's
+title, code and answer cue last; ~15 SmolLM2 tokens per candidate instead of ~60) in fp32 and in bf16.
+Workloads: 1 user x 100 candidates, and 8 users x 20 candidates scored together in shared passes
+(`PromptScorer.score_groups`) against the same 8 users one after another. Users and titles are real ML-1M
+rows when the split is present (read only), codes random. bf16 runs the weights in bf16 and keeps the Yes/No
+margin and the sigmoid in fp32; its scores are compared with fp32's (max and p99 absolute difference). On a
+CPU without native bf16 (no AVX512-BF16/AMX) bf16 is emulated and slower: the figure says so.
+
+    python bench/scoring_throughput.py [--model DIR] [--threads 2] [--dtypes float32,bfloat16]
+
+Prints one line per configuration and workload, then, last, `candidates_per_s: X` for the fastest
+configuration on 1 x 100.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+import torch
+
+from model_store.contract.prompts import (
+    CandidateItem,
+    PromptStyle,
+    UserContext,
+    render_candidate_suffix,
+    render_user_prefix,
+)
+from model_store.data.io import read_split
+from model_store.llm.models import cpu_has_bf16, ensure_smollm2, load_causal_lm
+from model_store.llm.scorer import PromptScorer
+
+DEFAULT_SPLIT = (
+    Path(__file__).resolve().parents[1].parent / "shared/data/ml-1m-collm/valid_small_ood2.jsonl.gz"
+)
+STYLES = {
+    "paper": PromptStyle(layout="paper", code_mode="binary"),
+    "serving": PromptStyle(layout="serving", code_mode="hex"),
+}
+Group = tuple[str, list[str]]
+T = TypeVar("T")
+
+
+def real_users(split: Path, n_users: int, n_titles: int) -> tuple[list[list[str]], list[str]]:
+    """The `n_users` longest distinct histories of the split and `n_titles` distinct candidate titles."""
+    table = read_split(split)
+    histories = {tuple(t for t in h if t) for h in table.column("his_title").to_pylist()}
+    longest = sorted(histories, key=len, reverse=True)[:n_users]
+    titles = list(dict.fromkeys(table.column("title").to_pylist()))[:n_titles]
+    return [list(history) for history in longest], titles
+
+
+def workload(
+    style: PromptStyle, histories: Sequence[list[str]], titles: Sequence[str], per_user: int
+) -> list[Group]:
+    """One (prefix, suffixes) group per user, `per_user` candidates each, seeded random codes."""
+    rng = random.Random(0)
+    groups = []
+    for index, history in enumerate(histories):
+        user = UserContext(history_titles=tuple(history), code=rng.getrandbits(style.bits))
+        picked = titles[index * per_user : (index + 1) * per_user] or titles[:per_user]
+        items = [CandidateItem(title=title, code=rng.getrandbits(style.bits)) for title in picked]
+        suffixes = [render_candidate_suffix(item, style, with_codes=True) for item in items]
+        groups.append((render_user_prefix(user, style, with_codes=True), suffixes))
+    return groups
+
+
+def timed(run: Callable[[], T]) -> tuple[T, float]:
+    """(result, seconds) of a no-argument callable."""
+    started = time.perf_counter()
+    result = run()
+    return result, time.perf_counter() - started
+
+
+def tokens_per_candidate(scorer: PromptScorer, groups: Sequence[Group]) -> float:
+    """Mean tokens a candidate adds beyond its user's shared prefix."""
+    counts = []
+    for prefix, suffixes in groups:
+        prefix_len = len(scorer.tokenizer(prefix)["input_ids"])
+        counts += [len(scorer.tokenizer(prefix + s)["input_ids"]) - prefix_len for s in suffixes]
+    return float(np.mean(counts))
+
+
+def main() -> None:
+    """Parse arguments, score every configuration and workload, print the figures."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, help="HF causal-LM directory (default: converted SmolLM2)")
+    parser.add_argument("--split", type=Path, default=DEFAULT_SPLIT)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--dtypes", default="float32,bfloat16", help="dtypes of the serving configuration")
+    parser.add_argument("--batch-size", type=int, default=16, help="candidate rows per forward pass")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    histories, titles = real_users(args.split, 8, 100)
+    model_dir = args.model or ensure_smollm2()
+    model, tokenizer = load_causal_lm(model_dir, dtype=torch.float32, device="cpu")
+    print(f"model: {model_dir}, threads: {torch.get_num_threads()}, native bf16: {cpu_has_bf16()}")
+
+    configs = [("paper", "float32")] + [("serving", dtype) for dtype in args.dtypes.split(",")]
+    results: dict[tuple[str, str], float] = {}
+    reference: dict[str, list[float]] = {}
+    for layout, dtype in configs:
+        model.to(getattr(torch, dtype))
+        scorer = PromptScorer(model, tokenizer)
+        one = workload(STYLES[layout], histories[:1], titles, 100)
+        eight = workload(STYLES[layout], histories, titles, 20)
+        scorer.score_groups(eight[:1], batch_size=args.batch_size)  # warm-up
+        single, single_s = timed(lambda: scorer.score_groups(one, batch_size=args.batch_size))  # noqa: B023
+        together, together_s = timed(lambda: scorer.score_groups(eight, batch_size=args.batch_size))  # noqa: B023
+        _, apart_s = timed(lambda: [scorer.score_groups([g], args.batch_size)[0] for g in eight])  # noqa: B023
+        results[(layout, dtype)] = 100 / single_s
+        per_candidate = tokens_per_candidate(scorer, one)
+        print(
+            f"{layout} {dtype}: 1x100 {100 / single_s:.1f} candidates/s ({per_candidate:.1f} tokens/candidate); "
+            f"8x20 together {160 / together_s:.1f}/s, one user at a time {160 / apart_s:.1f}/s "
+            f"(together {apart_s / together_s:.2f}x)"
+        )
+        if layout == "serving":
+            flat = [score for scores in single + together for score in scores]
+            reference.setdefault("float32", flat)
+            if dtype != "float32":
+                diff = np.abs(np.array(flat) - np.array(reference["float32"]))
+                print(
+                    f"  {dtype} vs float32 scores: max abs diff {diff.max():.2e}, p99 {np.quantile(diff, 0.99):.2e}"
+                )
+    baseline = results[("paper", "float32")]
+    best = max(results, key=lambda key: results[key])
+    print(f"fastest: {' '.join(best)}, {results[best] / baseline:.2f}x the papers' prompt in fp32")
+    print(f"candidates_per_s: {results[best]:.1f}")
+
+
+if __name__ == "__main__":
+    main()
