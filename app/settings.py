@@ -26,7 +26,9 @@ class VllmSettings(BaseModel):
     """How to reach a vLLM OpenAI-compatible server."""
 
     base_url: str | None = Field(
-        default=None, description="e.g. http://vllm:8000; required for backend=vllm."
+        default=None,
+        description="e.g. http://vllm:8000, or several replicas comma-separated (each user prefix goes to one "
+        "replica by consistent hashing, app/scorers/routing.py); required for backend=vllm.",
     )
     mode: Literal["classify", "completions"] = Field(
         default="classify",

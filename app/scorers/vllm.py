@@ -21,6 +21,10 @@ Two server set-ups are supported (`BINLLM_VLLM__MODE`):
 The request bodies are small pydantic models mirroring vLLM's `ClassificationCompletionRequest` and
 `CompletionRequest`; the response models keep only the fields we read. Score: BinLLM (Zhang et al., ACL 2024).
 
+Several replicas (`BINLLM_VLLM__BASE_URL=http://a:8000,http://b:8000`): each request goes to the replica its
+user prefix hashes to (`routing.py`), so a user's candidates meet the prefix cache that user filled; a replica
+that refuses connections is skipped and the request goes to the next one on the ring.
+
     BINLLM_BACKEND=vllm BINLLM_VLLM__BASE_URL=http://127.0.0.1:8001 uvicorn app.main:app
 """
 
@@ -38,6 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from app.errors import BackendResponseError, BackendUnavailableError, BinllmError, SnapshotMissingError
 from app.scorers.base import PromptGroup
+from app.scorers.routing import ReplicaRing, replica_urls
 from app.settings import VllmSettings
 from model_store.contract.snapshot import ModelManifest
 
@@ -203,6 +208,7 @@ class VllmScorer:
         if not settings.base_url:
             raise ValueError("VllmScorer needs settings.base_url")
         self._settings = settings
+        self._ring = ReplicaRing(replica_urls(settings.base_url))
         self._manifest_source = manifest_source or (lambda: manifest)
         self._probe: tuple[float, bool] | None = None  # (when, result) of the last readiness probe
         self._model: str | None = settings.model
@@ -210,15 +216,19 @@ class VllmScorer:
         headers = {}
         if settings.api_key is not None:
             headers["Authorization"] = f"Bearer {settings.api_key.get_secret_value()}"
-        self._client = httpx.AsyncClient(
-            base_url=settings.base_url,
-            headers=headers,
-            timeout=httpx.Timeout(settings.timeout_s, connect=settings.connect_timeout_s),
-            limits=httpx.Limits(
-                max_connections=settings.max_connections, max_keepalive_connections=settings.max_connections
-            ),
-            transport=transport,
-        )
+        self._clients = {
+            url: httpx.AsyncClient(
+                base_url=url,
+                headers=headers,
+                timeout=httpx.Timeout(settings.timeout_s, connect=settings.connect_timeout_s),
+                limits=httpx.Limits(
+                    max_connections=settings.max_connections,
+                    max_keepalive_connections=settings.max_connections,
+                ),
+                transport=transport,
+            )
+            for url in self._ring.replicas
+        }
 
     async def score(self, groups: Sequence[PromptGroup]) -> list[list[float]]:
         """All prompts of all groups in one vLLM call; scores split back per group."""
@@ -226,9 +236,10 @@ class VllmScorer:
         if not prompts:
             return [[] for _ in groups]
         model = await self.model_name()
+        route = groups[0].prefix  # the user prefix: what the chosen replica's prefix cache holds
         if self._settings.mode == "classify":
             body = ClassifyRequest.for_prompts(model, prompts)
-            reply = await self._post("/classify", body)
+            reply = await self._post("/classify", body, route)
             flat = _parse(ClassifyResponse, reply).yes_probabilities(len(prompts))
         else:
             served = self._manifest_source()  # the active snapshot's model, so a publish needs no restart
@@ -236,7 +247,7 @@ class VllmScorer:
                 raise SnapshotMissingError("mode=completions needs the model manifest's Yes/No token ids")
             yes_id, no_id = served.yes_token_id, served.no_token_id
             body_c = CompletionsRequest.for_prompts(model, prompts, yes_id, no_id)
-            reply = await self._post("/v1/completions", body_c)
+            reply = await self._post("/v1/completions", body_c, route)
             flat = _parse(CompletionsResponse, reply).yes_probabilities(len(prompts), yes_id, no_id)
         out, start = [], 0
         for group in groups:
@@ -282,23 +293,29 @@ class VllmScorer:
 
     async def aclose(self) -> None:
         """Close the pooled connections."""
-        await self._client.aclose()
+        for client in self._clients.values():
+            await client.aclose()
 
-    async def _post(self, path: str, body: BaseModel) -> httpx.Response:
-        return await self._request("POST", path, json=body.model_dump(mode="json"))
+    async def _post(self, path: str, body: BaseModel, route: str) -> httpx.Response:
+        return await self._request("POST", path, json=body.model_dump(mode="json"), route=route)
 
-    async def _request(self, method: str, path: str, *, json: Any = None) -> httpx.Response:
-        """One call with bounded retries; every transport failure ends as BackendUnavailableError."""
+    async def _request(self, method: str, path: str, *, json: Any = None, route: str = "") -> httpx.Response:
+        """One call with bounded retries; every transport failure ends as BackendUnavailableError.
+
+        Attempt k goes to the k-th replica in `route`'s ring order (live ones first), so a refused connection
+        moves the request to the next replica at once; backoff only starts once every replica was tried.
+        """
         attempts = self._settings.max_retries + 1
+        order = self._ring.order(route)
         for attempt in range(attempts):
             last = attempt == attempts - 1
+            url = order[attempt % len(order)]
             try:
-                response = await self._client.request(method, path, json=json)
+                response = await self._clients[url].request(method, path, json=json)
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError) as exc:
+                self._ring.mark_down(url)
                 if last:
-                    raise BackendUnavailableError(
-                        f"vLLM unreachable at {self._settings.base_url}: {exc}"
-                    ) from exc
+                    raise BackendUnavailableError(f"vLLM unreachable at {url}: {exc}") from exc
             except httpx.TimeoutException as exc:
                 raise BackendUnavailableError(f"vLLM did not answer {path} in time: {exc!r}") from exc
             except httpx.HTTPError as exc:
@@ -313,9 +330,11 @@ class VllmScorer:
                         f"vLLM {path} answered {response.status_code}: {response.text[:500]}"
                     )
                 else:
+                    self._ring.mark_up(url)
                     return response
             logger.info("vLLM %s %s: retry %d of %d", method, path, attempt + 1, attempts - 1)
-            await asyncio.sleep(_BACKOFF_S * 2**attempt)
+            if attempt + 1 >= len(order):  # every replica tried: give them a moment
+                await asyncio.sleep(_BACKOFF_S * 2 ** (attempt + 1 - len(order)))
         raise AssertionError("unreachable: the last attempt returns or raises")
 
 

@@ -1,0 +1,116 @@
+"""Consistent hashing over vLLM replicas: stable owners, ~1/N of users move when a replica joins or leaves, dead
+replicas skipped, and VllmScorer sending each user prefix to its replica (httpx.MockTransport as the servers)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+import pytest
+
+from app.errors import BackendUnavailableError
+from app.scorers.base import PromptGroup
+from app.scorers.routing import ReplicaRing, replica_urls
+from app.scorers.vllm import VllmScorer
+from app.settings import VllmSettings
+
+A, B, C, D = (f"http://vllm-{name}:8000" for name in "abcd")
+USERS = [f"user {k} prefix" for k in range(4000)]
+
+
+def test_every_replica_owns_a_fair_share_and_owners_are_stable() -> None:
+    ring = ReplicaRing([A, B, C])
+    owners = [ring.owner(key) for key in USERS]
+    shares = {url: owners.count(url) / len(USERS) for url in (A, B, C)}
+    assert all(0.25 < share < 0.42 for share in shares.values()), shares
+    assert owners == [ReplicaRing([C, A, B]).owner(key) for key in USERS]  # order of the list does not matter
+
+
+@pytest.mark.parametrize(("before", "after"), [([A, B, C], [A, B, C, D]), ([A, B, C, D], [A, B, D])])
+def test_a_replica_joining_or_leaving_moves_about_one_nth_of_users(
+    before: list[str], after: list[str]
+) -> None:
+    old, new = ReplicaRing(before), ReplicaRing(after)
+    moved = sum(old.owner(key) != new.owner(key) for key in USERS) / len(USERS)
+    n = max(len(before), len(after))
+    assert 0.5 / n < moved < 1.6 / n, moved
+    changed = {url for url in before + after if url not in before or url not in after}
+    assert all(
+        old.owner(k) in changed or new.owner(k) in changed for k in USERS if old.owner(k) != new.owner(k)
+    )
+
+
+def test_a_replica_marked_down_goes_last_until_its_time_is_up() -> None:
+    now = [0.0]
+    ring = ReplicaRing([A, B], down_s=5.0, clock=lambda: now[0])
+    key = next(k for k in USERS if ring.owner(k) == A)
+    assert ring.order(key) == [A, B]
+    ring.mark_down(A)
+    assert ring.order(key) == [B, A]
+    now[0] = 5.1
+    assert ring.order(key) == [A, B]
+
+
+def test_base_url_lists_replicas_separated_by_commas() -> None:
+    assert replica_urls(f"{A}/, {B}") == [A, B]
+    with pytest.raises(ValueError, match="listed twice"):
+        ReplicaRing([A, A])
+
+
+def scorer_over(down: set[str], calls: list[str]) -> VllmScorer:
+    def reply(request: httpx.Request) -> httpx.Response:
+        url = f"{request.url.scheme}://{request.url.host}:{request.url.port}"
+        calls.append(url)
+        if url in down:
+            raise httpx.ConnectError("refused", request=request)
+        n = len(json.loads(request.content)["input"])
+        data = [{"index": i, "probs": [0.5], "num_classes": 1} for i in range(n)]
+        return httpx.Response(200, json={"model": "m", "data": data})
+
+    settings = VllmSettings(base_url=f"{A},{B}", model="m", max_retries=2)
+    return VllmScorer(settings, transport=httpx.MockTransport(reply))
+
+
+def test_each_user_prefix_always_goes_to_its_own_replica() -> None:
+    calls: list[str] = []
+    scorer = scorer_over(set(), calls)
+    ring = ReplicaRing([A, B])
+
+    async def run() -> None:
+        for key in USERS[:40]:
+            for _ in range(2):
+                await scorer.score([PromptGroup(prefix=key, suffixes=(" x", " y"))])
+        await scorer.aclose()
+
+    asyncio.run(run())
+    assert calls == [ring.owner(key) for key in USERS[:40] for _ in range(2)]
+    assert set(calls) == {A, B}
+
+
+def test_a_dead_replica_is_skipped_without_failing_a_request() -> None:
+    calls: list[str] = []
+    scorer = scorer_over({A}, calls)
+    keys = [k for k in USERS if ReplicaRing([A, B]).owner(k) == A][:5]
+
+    async def run() -> list[list[list[float]]]:
+        try:
+            return [await scorer.score([PromptGroup(prefix=key, suffixes=(" x",))]) for key in keys]
+        finally:
+            await scorer.aclose()
+
+    assert asyncio.run(run()) == [[[0.5]]] * 5
+    assert calls == [A, B, B, B, B, B]  # A refused once, then was tried last while marked down
+
+
+def test_all_replicas_down_is_backend_unavailable() -> None:
+    scorer = scorer_over({A, B}, [])
+
+    async def run() -> None:
+        try:
+            await scorer.score([PromptGroup(prefix="someone", suffixes=(" x",))])
+        finally:
+            await scorer.aclose()
+
+    with pytest.raises(BackendUnavailableError, match="unreachable"):
+        asyncio.run(run())
