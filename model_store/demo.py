@@ -124,7 +124,7 @@ def ensure_model(paths: DemoPaths, codes: CodeSource) -> ModelManifest:
     manifest_path = paths.model / MANIFEST_FILENAME
     if manifest_path.is_file():
         manifest = ModelManifest.model_validate_json(manifest_path.read_text(encoding="utf-8"))
-        if manifest.code_version == codes.version and manifest.prompt_style.bits == codes.bits:
+        if manifest.code_version == codes.version and manifest.prompt_style == untuned_style(codes.bits):
             return manifest
     from model_store.llm.export import export_base
     from model_store.llm.models import ensure_smollm2
@@ -133,10 +133,15 @@ def ensure_model(paths: DemoPaths, codes: CodeSource) -> ModelManifest:
         ensure_smollm2(),
         paths.model,
         with_codes=True,
-        prompt_style=PromptStyle(bits=codes.bits),
+        prompt_style=untuned_style(codes.bits),
         code_version=codes.version,
         metrics={"note": UNTUNED_NOTE},
     )
+
+
+def untuned_style(bits: int) -> PromptStyle:
+    """The synthetic demo's wording: the serving layout (fewest tokens per candidate), hex codes when they fit."""
+    return PromptStyle(bits=bits, layout="serving", code_mode="hex" if bits % 4 == 0 else "binary")
 
 
 def is_current(publisher: SnapshotPublisher, codes: CodeSource, model: ModelManifest) -> bool:
