@@ -43,7 +43,7 @@ def run_schemathesis(url: str, examples: int, tmp_path: Path) -> str:
         "--phases", "examples,coverage,fuzzing", "--seed", "9", "--warnings", "off",
         "--report", "junit", "--report-dir", str(tmp_path),
     ]  # fmt: skip
-    result = subprocess.run(args, capture_output=True, text=True, timeout=900)
+    result = subprocess.run(args, capture_output=True, text=True, timeout=900, cwd=tmp_path)  # its cache too
     summary = result.stdout[result.stdout.find("SUMMARY") :]
     print(f"\nschemathesis, {examples} examples per operation:\n{summary[-1500:]}")
     assert result.returncode == 0, result.stdout[-6000:]
