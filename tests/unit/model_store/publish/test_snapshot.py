@@ -9,6 +9,7 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
+from model_store.contract.fusion import CodeScore
 from model_store.contract.prompts import PromptStyle
 from model_store.contract.snapshot import MANIFEST_FILENAME, ModelManifest
 from model_store.data.io import rows_to_table, write_split
@@ -114,6 +115,18 @@ def test_snapshot_uses_string_ids_and_none_for_cold_codes() -> None:
     assert snapshot.items["11"].code is None and snapshot.items["10"].code == 5
     assert snapshot.manifest.n_users == 2 and snapshot.manifest.n_items == 3
     assert snapshot.manifest.code_version == "codes-1"
+
+
+def test_the_snapshot_carries_the_codes_own_score_for_the_services_fallback() -> None:
+    score = CodeScore(bits=32, scale=0.2, bias=-0.1, unknown_user_code=5, unknown_item_code=6)
+
+    class ScoredCodes(FakeCodes):
+        def code_score(self) -> CodeScore:  # type: ignore[override]
+            return score
+
+    table = rows_to_table([row(1, 10, 1, 100, [3])])
+    assert build_snapshot(ScoredCodes(), table, model_manifest(), version="v1").manifest.code_score == score
+    assert build_snapshot(FakeCodes(), table, model_manifest(), version="v1").manifest.code_score is None
 
 
 def test_a_users_history_is_item_ids_whose_titles_live_in_the_items() -> None:
