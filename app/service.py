@@ -25,7 +25,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from app import metrics
@@ -149,7 +149,7 @@ def chunk_groups(groups: Sequence[PromptGroup], size: int | None) -> list[list[P
     calls: list[list[PromptGroup]] = []
     for group in groups:
         for start in range(0, len(group.suffixes), size):
-            calls.append([PromptGroup(group.prefix, group.suffixes[start : start + size])])
+            calls.append([PromptGroup(group.prefix, group.suffixes[start : start + size], group.route)])
     return calls
 
 
@@ -193,7 +193,7 @@ class PredictService:
         if plan.cold_reason is not None:
             metrics.COLD_STARTS.labels(plan.cold_reason).inc(len(plan.cold))
         try:
-            scores = await self._score(plan.groups, deadline)
+            scores = await self._score([replace(g, route=request.user_id) for g in plan.groups], deadline)
         except (BackendUnavailableError, BackendResponseError, DeadlineExceededError) as exc:
             fallback = self.policy.fallback and code_only_response(
                 lookup.manifest, list(request.item_ids), user, items, degraded_reason(exc)

@@ -19,6 +19,8 @@ class PromptGroup:
 
     prefix: str
     suffixes: tuple[str, ...]
+    route: str = ""
+    """Which user the prompts are for: the key that picks a vLLM replica (`routing.py`); "" = the prefix."""
 
     def prompts(self) -> list[str]:
         """The full prompt texts, in suffix order."""

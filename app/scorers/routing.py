@@ -1,14 +1,15 @@
-"""Which vLLM replica scores a request: consistent hashing on the user's prompt prefix, skipping dead replicas.
+"""Which vLLM replica scores a request: consistent hashing on the user id, skipping dead replicas.
 
 vLLM's prefix cache only pays when one user's candidates land on the replica that already holds that user's
-prefix. The service routes each request client-side, with no extra component in the way: the routing key is
-the request's user prefix (everything in the prompt that depends only on the user: history and code, see
-`model_store/contract/prompts.py`), which is what the replica caches, so equal keys mean a cache hit waiting.
-A user whose history changes (a new publish) gets a new key and may move, which costs nothing: the old cached
-prefix would not match anyway. Each replica owns `VIRTUAL_NODES` points on a 64-bit ring (blake2b of
-"url#k"); a key goes to the first point clockwise, so adding or removing one of N replicas moves only the keys
-of the arcs it gains or loses, about 1/N of them. A replica that refused a connection is skipped for
-`down_s` seconds (tried last, not never), so one dead replica costs one failed connect, not one per request.
+prefix (history and code, `model_store/contract/prompts.py`). The service routes each request client-side on
+the user id (`PromptGroup.route`, set by `PredictService`; the prefix text when a caller sets none), rather
+than through the production-stack router's session routing: the service already holds the user id, a
+request is one `/classify` call, and no extra hop or component is needed. Hashing the user id rather than the
+prefix text also spreads users whose prefixes are equal (every new user with no history) over all replicas.
+Each replica owns `VIRTUAL_NODES` points on a 64-bit ring (blake2b of "url#k"); a key goes to the first point
+clockwise, so adding or removing one of N replicas moves only the keys of the arcs it gains or loses, about
+1/N of them. A replica that refused a connection is tried last for `down_s` seconds (not never), so one dead
+replica costs one failed connect, not one per request.
 
     python -c "from app.scorers.routing import ReplicaRing as R; print(R(['http://a', 'http://b']).order('user 7'))"
 """

@@ -236,7 +236,7 @@ class VllmScorer:
         if not prompts:
             return [[] for _ in groups]
         model = await self.model_name()
-        route = groups[0].prefix  # the user prefix: what the chosen replica's prefix cache holds
+        route = groups[0].route or groups[0].prefix  # the user: their prefix is in that replica's cache
         if self._settings.mode == "classify":
             body = ClassifyRequest.for_prompts(model, prompts)
             reply = await self._post("/classify", body, route)

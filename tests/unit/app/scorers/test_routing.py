@@ -88,6 +88,21 @@ def test_each_user_prefix_always_goes_to_its_own_replica() -> None:
     assert set(calls) == {A, B}
 
 
+def test_the_user_id_routes_when_given_so_equal_prefixes_spread_over_replicas() -> None:
+    calls: list[str] = []
+    scorer = scorer_over(set(), calls)
+    users = [f"u{k}" for k in range(40)]
+
+    async def run() -> None:
+        for user in users:  # new users: no history, no code, the very same prefix
+            await scorer.score([PromptGroup(prefix="same prefix", suffixes=(" x",), route=user)])
+        await scorer.aclose()
+
+    asyncio.run(run())
+    ring = ReplicaRing([A, B])
+    assert calls == [ring.owner(user) for user in users] and set(calls) == {A, B}
+
+
 def test_a_dead_replica_is_skipped_without_failing_a_request() -> None:
     calls: list[str] = []
     scorer = scorer_over({A}, calls)
