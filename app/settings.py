@@ -30,6 +30,11 @@ class VllmSettings(BaseModel):
         description="e.g. http://vllm:8000, or several replicas comma-separated (each user prefix goes to one "
         "replica by consistent hashing, app/scorers/routing.py); required for backend=vllm.",
     )
+    resolve_replicas: bool = Field(
+        default=False,
+        description="base_url's host names every replica (a Kubernetes headless Service): route over all its "
+        "addresses, looked up again every 10 s.",
+    )
     mode: Literal["classify", "completions"] = Field(
         default="classify",
         description="'classify': the pooling classifier (POST /classify); 'completions': a generator "

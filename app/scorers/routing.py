@@ -9,20 +9,29 @@ prefix text also spreads users whose prefixes are equal (every new user with no 
 Each replica owns `VIRTUAL_NODES` points on a 64-bit ring (blake2b of "url#k"); a key goes to the first point
 clockwise, so adding or removing one of N replicas moves only the keys of the arcs it gains or loses, about
 1/N of them. A replica that refused a connection is tried last for `down_s` seconds (not never), so one dead
-replica costs one failed connect, not one per request.
+replica costs one failed connect, not one per request. In Kubernetes the replicas are the addresses of the
+vLLM headless Service, looked up again every few seconds (`Replicas`, `BINLLM_VLLM__RESOLVE_REPLICAS`).
 
     python -c "from app.scorers.routing import ReplicaRing as R; print(R(['http://a', 'http://b']).order('user 7'))"
 """
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import hashlib
+import logging
+import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
+
+import httpx
+
+logger = logging.getLogger(__name__)
 
 VIRTUAL_NODES = 128
 DEFAULT_DOWN_S = 5.0
+RESOLVE_EVERY_S = 10.0
 
 
 def _point(text: str) -> int:
@@ -86,3 +95,81 @@ class ReplicaRing:
     def mark_up(self, url: str) -> None:
         """`url` answered: route to it normally again."""
         self._down_until.pop(url, None)
+
+
+Resolver = Callable[[str, int], Awaitable[list[str]]]
+
+
+async def resolve_addresses(host: str, port: int) -> list[str]:
+    """Every address `host` resolves to (a Kubernetes headless Service: one per ready pod)."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return sorted({str(info[4][0]) for info in infos})
+
+
+class Replicas:
+    """The vLLM replicas one scorer talks to: the ring, one pooled client each, and optional DNS discovery.
+
+    With `resolve`, the single base URL names a headless Service; its addresses are the replicas, looked up
+    again every `RESOLVE_EVERY_S` seconds, so pods that come and go move only their share of the users. A
+    failed lookup keeps the last known replicas (or the base URL itself before the first success).
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        make_client: Callable[[str], httpx.AsyncClient],
+        *,
+        resolve: bool = False,
+        resolver: Resolver = resolve_addresses,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.base_urls = replica_urls(base_url)
+        if resolve and len(self.base_urls) != 1:
+            raise ValueError("resolving replicas needs exactly one base URL (a headless Service)")
+        self.ring = ReplicaRing(self.base_urls, clock=clock)
+        self._make_client = make_client
+        self._clients = {url: make_client(url) for url in self.base_urls}
+        self._resolve = resolve
+        self._resolver = resolver
+        self._clock = clock
+        self._resolved_at: float | None = None
+
+    async def order(self, key: str) -> list[str]:
+        """The replicas to try for `key`, best first (after a DNS refresh when one is due)."""
+        if self._resolve and (
+            self._resolved_at is None or self._clock() - self._resolved_at >= RESOLVE_EVERY_S
+        ):
+            await self._refresh()
+        return self.ring.order(key)
+
+    def client(self, url: str) -> httpx.AsyncClient:
+        """The pooled client of one replica."""
+        return self._clients[url]
+
+    async def _refresh(self) -> None:
+        self._resolved_at = self._clock()
+        base = httpx.URL(self.base_urls[0])
+        port = base.port or (443 if base.scheme == "https" else 80)
+        try:
+            addresses = await self._resolver(base.host, port)
+        except OSError as exc:
+            logger.warning(
+                "vLLM replicas: cannot resolve %s (%s); keeping %s", base.host, exc, self.ring.replicas
+            )
+            return
+        urls = [f"{base.scheme}://{f'[{a}]' if ':' in a else a}:{port}" for a in addresses]
+        if not urls or urls == self.ring.replicas:
+            return
+        for url in urls:
+            if url not in self._clients:
+                self._clients[url] = self._make_client(url)
+        stale = [url for url in self._clients if url not in urls]
+        self.ring = ReplicaRing(urls, down_s=self.ring.down_s, clock=self._clock)
+        for url in stale:
+            await self._clients.pop(url).aclose()
+        logger.info("vLLM replicas now %s", urls)
+
+    async def aclose(self) -> None:
+        """Close every replica's connections."""
+        for client in self._clients.values():
+            await client.aclose()

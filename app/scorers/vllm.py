@@ -42,7 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from app.errors import BackendResponseError, BackendUnavailableError, BinllmError, SnapshotMissingError
 from app.scorers.base import PromptGroup
-from app.scorers.routing import ReplicaRing, replica_urls
+from app.scorers.routing import Replicas, Resolver, resolve_addresses
 from app.settings import VllmSettings
 from model_store.contract.snapshot import ModelManifest
 
@@ -204,11 +204,11 @@ class VllmScorer:
         *,
         manifest_source: Callable[[], ModelManifest | None] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        resolver: Resolver = resolve_addresses,
     ) -> None:
         if not settings.base_url:
             raise ValueError("VllmScorer needs settings.base_url")
         self._settings = settings
-        self._ring = ReplicaRing(replica_urls(settings.base_url))
         self._manifest_source = manifest_source or (lambda: manifest)
         self._probe: tuple[float, bool] | None = None  # (when, result) of the last readiness probe
         self._model: str | None = settings.model
@@ -216,8 +216,9 @@ class VllmScorer:
         headers = {}
         if settings.api_key is not None:
             headers["Authorization"] = f"Bearer {settings.api_key.get_secret_value()}"
-        self._clients = {
-            url: httpx.AsyncClient(
+
+        def make_client(url: str) -> httpx.AsyncClient:
+            return httpx.AsyncClient(
                 base_url=url,
                 headers=headers,
                 timeout=httpx.Timeout(settings.timeout_s, connect=settings.connect_timeout_s),
@@ -227,8 +228,10 @@ class VllmScorer:
                 ),
                 transport=transport,
             )
-            for url in self._ring.replicas
-        }
+
+        self._replicas = Replicas(
+            settings.base_url, make_client, resolve=settings.resolve_replicas, resolver=resolver
+        )
 
     async def score(self, groups: Sequence[PromptGroup]) -> list[list[float]]:
         """All prompts of all groups in one vLLM call; scores split back per group."""
@@ -293,8 +296,7 @@ class VllmScorer:
 
     async def aclose(self) -> None:
         """Close the pooled connections."""
-        for client in self._clients.values():
-            await client.aclose()
+        await self._replicas.aclose()
 
     async def _post(self, path: str, body: BaseModel, route: str) -> httpx.Response:
         return await self._request("POST", path, json=body.model_dump(mode="json"), route=route)
@@ -306,14 +308,14 @@ class VllmScorer:
         moves the request to the next replica at once; backoff only starts once every replica was tried.
         """
         attempts = self._settings.max_retries + 1
-        order = self._ring.order(route)
+        order = await self._replicas.order(route)
         for attempt in range(attempts):
             last = attempt == attempts - 1
             url = order[attempt % len(order)]
             try:
-                response = await self._clients[url].request(method, path, json=json)
+                response = await self._replicas.client(url).request(method, path, json=json)
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError) as exc:
-                self._ring.mark_down(url)
+                self._replicas.ring.mark_down(url)
                 if last:
                     raise BackendUnavailableError(f"vLLM unreachable at {url}: {exc}") from exc
             except httpx.TimeoutException as exc:
@@ -330,7 +332,7 @@ class VllmScorer:
                         f"vLLM {path} answered {response.status_code}: {response.text[:500]}"
                     )
                 else:
-                    self._ring.mark_up(url)
+                    self._replicas.ring.mark_up(url)
                     return response
             logger.info("vLLM %s %s: retry %d of %d", method, path, attempt + 1, attempts - 1)
             if attempt + 1 >= len(order):  # every replica tried: give them a moment

@@ -11,7 +11,7 @@ import pytest
 
 from app.errors import BackendUnavailableError
 from app.scorers.base import PromptGroup
-from app.scorers.routing import ReplicaRing, replica_urls
+from app.scorers.routing import RESOLVE_EVERY_S, ReplicaRing, Replicas, replica_urls
 from app.scorers.vllm import VllmScorer
 from app.settings import VllmSettings
 
@@ -129,3 +129,51 @@ def test_all_replicas_down_is_backend_unavailable() -> None:
 
     with pytest.raises(BackendUnavailableError, match="unreachable"):
         asyncio.run(run())
+
+
+def test_a_headless_service_is_resolved_into_replicas_and_followed_as_pods_come_and_go() -> None:
+    now = [0.0]
+    answers = [["10.0.0.1", "10.0.0.2"]]
+    closed: list[str] = []
+
+    async def resolver(host: str, port: int) -> list[str]:
+        assert (host, port) == ("vllm-headless", 8000)
+        return answers[0]
+
+    class Client:
+        def __init__(self, url: str) -> None:
+            self.url = url
+
+        async def aclose(self) -> None:
+            closed.append(self.url)
+
+    replicas = Replicas(
+        "http://vllm-headless:8000",
+        Client,  # type: ignore[arg-type]
+        resolve=True,
+        resolver=resolver,
+        clock=lambda: now[0],
+    )
+
+    async def run() -> list[list[str]]:
+        seen = [sorted(await replicas.order("u1"))]
+        answers[0] = ["10.0.0.1", "10.0.0.2", "10.0.0.3"]  # a pod joins
+        seen.append(sorted(await replicas.order("u1")))  # not looked up again yet
+        now[0] = RESOLVE_EVERY_S
+        seen.append(sorted(await replicas.order("u1")))
+        return seen
+
+    first, cached, joined = asyncio.run(run())
+    assert first == cached == ["http://10.0.0.1:8000", "http://10.0.0.2:8000"]
+    assert joined == ["http://10.0.0.1:8000", "http://10.0.0.2:8000", "http://10.0.0.3:8000"]
+    assert closed == ["http://vllm-headless:8000"]  # the seed URL's pool, replaced by the pods'
+
+
+def test_a_failed_lookup_keeps_the_known_replicas() -> None:
+    async def resolver(host: str, port: int) -> list[str]:
+        raise OSError("no such host")
+
+    replicas = Replicas(
+        "http://vllm-headless:8000", lambda url: httpx.AsyncClient(), resolve=True, resolver=resolver
+    )
+    assert asyncio.run(replicas.order("u1")) == ["http://vllm-headless:8000"]
