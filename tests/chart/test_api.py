@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from tests.chart.conftest import Render, container, kind_named, kinds
+import pytest
+
+from tests.chart.conftest import Render, container, helm, kind_named, kinds
 
 
 def test_should_render_the_pdb_by_default(render: Render) -> None:
@@ -50,13 +52,27 @@ def test_api_reads_settings_from_the_configmap_and_secret(render: Render) -> Non
     assert sources == ["rel-binllm", "rel-binllm"]
 
 
-def test_configmap_points_the_api_at_the_vllm_service(render: Render) -> None:
+def test_configmap_points_the_api_at_every_vllm_pod_for_user_hashing(render: Render) -> None:
     manifests = render()
     data = kind_named(manifests, "ConfigMap", "")["data"]
-    kind_named(manifests, "Service", "vllm")
+    kind_named(manifests, "Service", "vllm-headless")
     assert data["BINLLM_BACKEND"] == "vllm"
-    assert data["BINLLM_VLLM__BASE_URL"] == "http://rel-binllm-vllm:8000"
+    assert data["BINLLM_VLLM__BASE_URL"] == "http://rel-binllm-vllm-headless:8000"
+    assert data["BINLLM_VLLM__RESOLVE_REPLICAS"] == "true"
     assert data["BINLLM_STORE"] == "redis"
+
+
+def test_service_routing_points_the_api_at_the_vllm_service(render: Render) -> None:
+    manifests = render({"api": {"settings": {"vllmRouting": "service"}}})
+    data = kind_named(manifests, "ConfigMap", "")["data"]
+    kind_named(manifests, "Service", "vllm")
+    assert data["BINLLM_VLLM__BASE_URL"] == "http://rel-binllm-vllm:8000"
+    assert data["BINLLM_VLLM__RESOLVE_REPLICAS"] == "false"
+
+
+def test_should_refuse_user_hashing_without_the_headless_service(render: Render) -> None:
+    with pytest.raises(helm.HelmRenderError, match="vllmRouting=userHash"):
+        render({"vllm": {"headlessService": {"enabled": False}}})
 
 
 def test_secret_holds_the_in_chart_redis_url(render: Render) -> None:

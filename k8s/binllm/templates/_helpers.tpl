@@ -76,7 +76,12 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 
 {{- define "binllm.vllmUrl" -}}
+{{- if eq .Values.api.settings.vllmRouting "userHash" }}
+{{- /* the pods' own port: the headless name resolves to pod addresses, not to the Service port */}}
+{{- printf "http://%s-vllm-headless:8000" (include "binllm.fullname" .) }}
+{{- else }}
 {{- printf "http://%s-vllm:%v" (include "binllm.fullname" .) .Values.vllm.service.port }}
+{{- end }}
 {{- end }}
 
 {{/* Settings the chart refuses at render time instead of letting the API crash-loop on them. */}}
@@ -86,6 +91,9 @@ app.kubernetes.io/component: {{ .component }}
 {{- end }}
 {{- if and (not .Values.redis.enabled) (not .Values.redis.external.url) (not .Values.secret.existingSecret) }}
 {{- fail "redis.enabled=false needs redis.external.url or secret.existingSecret with BINLLM_REDIS_URL" }}
+{{- end }}
+{{- if and (eq .Values.api.settings.vllmRouting "userHash") (not .Values.vllm.headlessService.enabled) }}
+{{- fail "api.settings.vllmRouting=userHash needs vllm.headlessService.enabled=true (or vllmRouting=service)" }}
 {{- end }}
 {{- if and .Values.redis.enabled .Values.redis.external.cluster }}
 {{- fail "redis.external.cluster=true points at an external Redis Cluster: set redis.enabled=false" }}
