@@ -37,6 +37,7 @@ LOCAL_REDIS=binllm-local/redis:7.0-bookworm
 HOST_CA=/usr/local/share/binllm/host-ca-certificates.crt
 # The official names, read from the files that use them (one home each).
 OFFICIAL_PYTHON=$(sed -n 's/^ARG PYTHON_IMAGE=//p' docker/api.Dockerfile)
+# shellcheck disable=SC2016 # a literal ${...} in the compose file
 OFFICIAL_REDIS=$(sed -n 's/^ *image: \${BINLLM_REDIS_IMAGE:-\(.*\)}$/\1/p' docker-compose.yml)
 TORCH_VERSION=$(sed -n 's/^ARG TORCH_VERSION=//p' docker/job.Dockerfile)
 
@@ -254,7 +255,7 @@ EOF
 xargs -a "$WORK/splits" -d '\n' cp -t "$STAGE/data/"
 chmod -R a+rX "$STAGE"
 du -sh "$STAGE" | cut -f1 | sed 's/^/staged: /'
-export BINLLM_ARTIFACTS_DIR=./$STAGE
+export BINLLM_ARTIFACTS_DIR=./$STAGE BINLLM_DATA_DIR=./$STAGE/data
 BINLLM_API_PORT=$(free_port)
 BINLLM_API_CPU_PORT=$(free_port)
 export BINLLM_API_PORT BINLLM_API_CPU_PORT

@@ -246,6 +246,13 @@ def test_publisher_and_cpu_api_read_one_artifacts_directory(services: dict[str, 
     assert text.count("${BINLLM_ARTIFACTS_DIR:-./artifacts}:/artifacts:ro") == 2
 
 
+def test_publisher_reads_the_splits_where_the_job_does(services: dict[str, dict[str, Any]]) -> None:
+    data_mount = next(v for v in services["job"]["volumes"] if v.endswith(":/data:ro"))
+    assert data_mount in services["publish"]["volumes"]
+    command = services["publish"]["command"]
+    assert command[command.index("--data") + 1] == "/data"
+
+
 def test_cpu_api_serves_with_app_server_on_every_interface(services: dict[str, dict[str, Any]]) -> None:
     api_cpu = services["api-cpu"]
     assert api_cpu["command"] == ["python", "-m", "app.server"]
