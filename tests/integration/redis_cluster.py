@@ -76,7 +76,9 @@ class ClusterHandle:
                 if self.procs[port].poll() is None:
                     try:
                         info = self.node(port).cluster("info")
-                        states.append(info["cluster_state"] == "ok" and int(info["cluster_slots_ok"]) == 16384)
+                        states.append(
+                            info["cluster_state"] == "ok" and int(info["cluster_slots_ok"]) == 16384
+                        )
                     except redis.RedisError:
                         states.append(False)
             if all(states):

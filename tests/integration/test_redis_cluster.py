@@ -147,8 +147,7 @@ def test_a_primary_fails_over_under_load_with_no_mixed_versions(tmp_path: Path) 
         publisher = publisher_for(cluster)
         for version in ("a", "b"):
             publisher.publish(make_snapshot(version))
-        env = {"BINLLM_REDIS_RETRIES": "10", "BINLLM_REDIS_TIMEOUT_S": "0.5"}
-        with running_service(cluster.url, **env) as url:
+        with running_service(cluster.url, BINLLM_REDIS_RETRIES="10", BINLLM_REDIS_TIMEOUT_S="0.5") as url:
             answers = expected_answers(url, publisher, ["a", "b"])
             assert len(answers) == 2
             stop = threading.Event()
@@ -200,9 +199,9 @@ def test_a_primary_fails_over_under_load_with_no_mixed_versions(tmp_path: Path) 
             assert set(outcomes) <= {"200", "503"}, outcomes  # a failed lookup is a clean 503, never a 500
             assert outcomes["200"] > 20 and set(served) == {"m-a", "m-b"}  # both versions, never mixed
             live = RedisCluster.from_url(split_cluster_url(cluster.url.replace(str(victim), str(replica)))[0])
-            version = publisher_for_live(live).active_version()
-            assert version in {"a", "b"}
-            assert all(live.exists(user_key(version, f"u{k}")) for k in range(N_USERS))  # no snapshot lost
+            active = publisher_for_live(live).active_version()
+            assert active in {"a", "b"}
+            assert all(live.exists(user_key(active, f"u{k}")) for k in range(N_USERS))  # no snapshot lost
             after = predict(url)
             assert after.scores == answers[after.model_version]
 

@@ -9,9 +9,9 @@ import pytest
 import typer
 
 from model_store import cli
-from model_store.publish import commands as publish_commands
 from model_store.contract.snapshot import MANIFEST_FILENAME, ModelManifest
 from model_store.demo_data import DemoDataConfig, write_demo_data
+from model_store.publish import commands as publish_commands
 from model_store.publish.directory import DirectoryPublisher
 
 SMALL = DemoDataConfig(n_users=12, n_items=20, min_per_user=5, max_per_user=8)

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from model_store.publish import directory as publish_directory
 from model_store.contract.snapshot import (
     ACTIVE_FILENAME,
     ITEMS_FILENAME,
@@ -21,6 +20,7 @@ from model_store.contract.snapshot import (
 )
 from model_store.errors import PublishError
 from model_store.publish import Snapshot
+from model_store.publish import directory as publish_directory
 from model_store.publish.directory import DirectoryPublisher
 
 
