@@ -3,6 +3,7 @@ labels, secrets kept out of responses and logs."""
 
 from __future__ import annotations
 
+import gzip
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -106,3 +107,31 @@ def test_readyz_names_reasons_without_paths(tmp_path: Path, scorer: Any) -> None
         response = empty.get("/readyz")
     assert response.status_code == 503 and str(tmp_path) not in response.text
     assert "no active snapshot" in error_of(response).message
+
+
+@pytest.mark.parametrize(
+    ("body", "headers"),
+    [
+        (b'{"user_id": "\xff\xfe", "item_ids": ["i1"]}', {"content-type": "application/json"}),
+        (
+            gzip.compress(b'{"user_id": "u1", "item_ids": ["i1"]}'),
+            {"content-type": "application/json", "content-encoding": "gzip"},
+        ),
+        (b"[" * 2000 + b"]" * 2000, {"content-type": "application/json"}),
+    ],
+    ids=["not-utf8", "gzip", "too-deep"],
+)
+def test_unparsable_bodies_get_a_documented_4xx_saying_what_to_send(
+    client: TestClient, body: bytes, headers: dict[str, str]
+) -> None:
+    response = client.post("/predict", content=body, headers=headers)
+    assert response.status_code in (400, 422)
+    error = error_of(response)
+    assert error.param == "body" and ("JSON" in error.message or "json" in error.message)
+
+
+def test_a_body_without_a_json_content_type_gets_422_naming_the_content_type(client: TestClient) -> None:
+    response = client.post(
+        "/predict", content=b'{"user_id": "u1", "item_ids": ["i1"]}', headers={"content-type": "text/plain"}
+    )
+    assert response.status_code == 422 and "content-type: application/json" in error_of(response).message
