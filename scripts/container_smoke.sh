@@ -107,6 +107,7 @@ teardown() {
     exit "$status"
 }
 trap teardown EXIT
+trap 'exit 130' INT TERM # so that an interrupted run tears down too
 
 # A client that can build with BuildKit: one with buildx, or a classic client (< 23) whose BuildKit is built in.
 pick_docker() {
