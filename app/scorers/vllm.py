@@ -43,6 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from app.errors import BackendResponseError, BackendUnavailableError, BinllmError, SnapshotMissingError
 from app.scorers.base import PromptGroup
 from app.scorers.routing import Replicas, Resolver, resolve_addresses
+from app.scorers.served_model import CannotCheckError, answer_token_problems
 from app.settings import VllmSettings
 from model_store.contract.snapshot import ModelManifest
 
@@ -50,7 +51,8 @@ logger = logging.getLogger(__name__)
 
 RETRY_STATUSES = frozenset({502, 503, 504})
 PROBE_TIMEOUT_S = 0.8  # readiness probes answer within about 1 s, whatever vLLM does
-PROBE_CACHE_S = 2.0  # probes hitting /readyz often cost one tiny scoring call per 2 s
+PROBE_CACHE_S = 2.0
+MODEL_RECHECK_S = 30.0  # a served model found wrong is asked again after this  # probes hitting /readyz often cost one tiny scoring call per 2 s
 _PROBE = PromptGroup(prefix="Readiness probe. Answer Yes or No.", suffixes=(" #Answer:",))
 _BACKOFF_S = 0.05  # first retry after 50 ms, then 100 ms, 200 ms...
 _ResponseT = TypeVar("_ResponseT", bound=BaseModel)
@@ -211,6 +213,8 @@ class VllmScorer:
         self._settings = settings
         self._manifest_source = manifest_source or (lambda: manifest)
         self._probe: tuple[float, bool] | None = None  # (when, result) of the last readiness probe
+        self._checked: tuple[str, float, list[str]] | None = None  # (model_version, when, problems)
+        self._check_lock = asyncio.Lock()
         self._model: str | None = settings.model
         self._model_lock = asyncio.Lock()
         headers = {}
@@ -238,6 +242,7 @@ class VllmScorer:
         prompts = [prompt for group in groups for prompt in group.prompts()]
         if not prompts:
             return [[] for _ in groups]
+        await self.check_served_model()
         model = await self.model_name()
         route = groups[0].route or groups[0].prefix  # the user: their prefix is in that replica's cache
         if self._settings.mode == "classify":
@@ -271,6 +276,47 @@ class VllmScorer:
                     )
                 self._model = cards[0].id
         return self._model
+
+    async def check_served_model(self) -> None:
+        """BackendResponseError when the server's tokenizer does not match the active snapshot's model.
+
+        Checked once per snapshot model (so a publish is checked by the next request, no restart), a
+        mismatch again after MODEL_RECHECK_S (vLLM may be redeployed with the right model).
+        """
+        served = self._manifest_source()
+        if served is None:
+            return
+        if self._needs_check(served):
+            async with self._check_lock:
+                if self._needs_check(served):
+                    problems = await self._served_model_problems(served)
+                    self._checked = (served.model_version, time.monotonic(), problems)
+        if self._checked is not None and self._checked[2]:
+            raise BackendResponseError(
+                f"vLLM does not serve snapshot model {served.model_version}: " + "; ".join(self._checked[2])
+            )
+
+    def _needs_check(self, served: ModelManifest) -> bool:
+        checked = self._checked
+        if checked is None or checked[0] != served.model_version:
+            return True
+        return bool(checked[2]) and time.monotonic() - checked[1] > MODEL_RECHECK_S
+
+    async def _served_model_problems(self, served: ModelManifest) -> list[str]:
+        try:
+            problems = await answer_token_problems(self._request, await self.model_name(), served)
+        except (BackendResponseError, CannotCheckError) as exc:  # e.g. 404: no /detokenize to ask
+            logger.warning(
+                "cannot check vLLM's model against snapshot model %s: %s", served.model_version, exc
+            )
+            return []
+        if problems:
+            logger.error(
+                "vLLM does not serve snapshot model %s: %s", served.model_version, "; ".join(problems)
+            )
+        else:
+            logger.info("vLLM serves the Yes/No tokens of snapshot model %s", served.model_version)
+        return problems
 
     async def start(self) -> None:
         """Probe the server once, so the log says at start-up whether it scores (never fatal)."""

@@ -1,6 +1,7 @@
 """A fake vLLM server that misbehaves on purpose, for the service's failure-path tests.
 
-It speaks just enough of vLLM's protocol (`GET /health`, `GET /v1/models`, `POST /classify`) and its
+It speaks just enough of vLLM's protocol (`GET /health`, `GET /v1/models`, `POST /classify`,
+`POST /detokenize`: its tokenizer has 1 = " Yes" and 2 = " No") and its
 behaviour is switched at run time by `POST /_mode {"mode": ...}`:
     ok       every prompt gets P(Yes) = 0.25 (so a test can tell LLM scores from code scores)
     error    500 with a body that holds a traceback and a secret token (must never reach a client)
@@ -71,6 +72,12 @@ async def classify(request: Request) -> Response:
     return JSONResponse({"id": "c", "object": "list", "model": body["model"], "data": data})
 
 
+async def detokenize(request: Request) -> Response:
+    """Token ids as the served tokenizer would spell them: 1 is " Yes", 2 is " No", anything else " Hello"."""
+    (token,) = (await request.json())["tokens"]
+    return JSONResponse({"prompt": {1: " Yes", 2: " No"}.get(token, " Hello")})
+
+
 async def set_mode(request: Request) -> Response:
     _state.update(json.loads(await request.body()))
     return JSONResponse(_state)
@@ -81,6 +88,7 @@ app = Starlette(
         Route("/health", health),
         Route("/v1/models", models),
         Route("/classify", classify, methods=["POST"]),
+        Route("/detokenize", detokenize, methods=["POST"]),
         Route("/_mode", set_mode, methods=["POST"]),
     ]
 )

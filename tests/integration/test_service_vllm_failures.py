@@ -166,3 +166,27 @@ def test_readyz_tells_the_truth_within_about_a_second(
     assert degraded.status_code == 200 and (ready.status, ready.degraded) == ("degraded", "llm_unavailable")
     assert unready.status_code == 503 and "backend 'vllm' not ready" in unready.json()["error"]["message"]
     assert seconds < 2.5  # two probes, each bounded to about 1 s
+
+
+def test_a_publish_naming_another_tokenizer_is_caught_without_a_restart(
+    published: str, fake_vllm: str, with_fallback: str
+) -> None:
+    publisher = RedisPublisher.from_url(published)
+
+    def publish(version: str, yes_id: int) -> None:
+        snapshot = make_snapshot(version, model_version=f"m-{version}")
+        model = snapshot.manifest.model.model_copy(update={"yes_token_id": yes_id})
+        manifest = snapshot.manifest.model_copy(update={"code_score": CODES, "model": model})
+        publisher.publish(snapshot.__class__(manifest, snapshot.users, snapshot.items))
+
+    publish("v7", yes_id=5)  # the server's token 5 is " Hello", not "Yes"
+    wrong = PredictResponse.model_validate(httpx.post(f"{with_fallback}/predict", json=BODY).json())
+    time.sleep(2.1)  # past the readiness probe's cache
+    ready = ReadyResponse.model_validate(httpx.get(f"{with_fallback}/readyz").json())
+    publish("v8", yes_id=1)
+    right = PredictResponse.model_validate(httpx.post(f"{with_fallback}/predict", json=BODY).json())
+    print(
+        f"\nwrong tokenizer: {wrong.degraded}, /readyz {ready.status}; fixed by a publish: {right.degraded}"
+    )
+    assert wrong.degraded == "llm_unavailable" and ready.status == "degraded"
+    assert right.degraded is None and right.model_version == "m-v8"

@@ -42,6 +42,8 @@ def _scorer(
     handler: Handler, seen: list[httpx.Request], *, manifest: object = _DEFAULT, **overrides: object
 ) -> VllmScorer:
     def record(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/detokenize":  # an old vLLM: the served model cannot be checked
+            return httpx.Response(404)
         seen.append(request)
         return handler(request)
 
@@ -288,6 +290,8 @@ def test_completions_mode_reads_the_token_ids_of_the_current_snapshot_per_call()
     current = [_manifest()]
 
     def reply(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/detokenize":
+            return httpx.Response(404)
         seen.append(request)
         ids = json.loads(request.content)["logprob_token_ids"]
         lp = {f"token_id:{ids[0]}": -1.0, f"token_id:{ids[1]}": -1.0}
@@ -305,3 +309,41 @@ def test_completions_mode_reads_the_token_ids_of_the_current_snapshot_per_call()
 
     asyncio.run(twice())
     assert [json.loads(r.content)["logprob_token_ids"] for r in seen] == [[YES_ID, NO_ID], [77, 78]]
+
+
+def detokenizing(pieces: dict[int, str], then: Handler) -> Handler:
+    """A server whose /detokenize turns ids into `pieces`; every other path goes to `then`."""
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/detokenize":
+            (token,) = json.loads(request.content)["tokens"]
+            return httpx.Response(200, json={"prompt": pieces.get(token, "?")})
+        return then(request)
+
+    return handle
+
+
+def test_a_server_whose_tokenizer_disagrees_with_the_snapshot_is_refused_until_a_publish_fixes_it() -> None:
+    current = [_manifest()]  # yes = YES_ID, no = NO_ID
+    pieces = {YES_ID: " Yes", NO_ID: " No", 77: " Hello", 78: " world"}
+    handler = detokenizing(pieces, _classify_reply)
+    settings = VllmSettings(base_url="http://vllm.test", model="smollm2")
+    scorer = VllmScorer(settings, manifest_source=lambda: current[0], transport=httpx.MockTransport(handler))
+
+    async def run() -> tuple[list[list[float]], str, list[list[float]]]:
+        good = await scorer.score(GROUPS)
+        current[0] = current[0].model_copy(
+            update={"model_version": "m2", "yes_token_id": 77, "no_token_id": 78}
+        )
+        with pytest.raises(BackendResponseError) as refused:
+            await scorer.score(GROUPS)
+        current[0] = current[0].model_copy(
+            update={"model_version": "m3", "yes_token_id": YES_ID, "no_token_id": NO_ID}
+        )
+        again = await scorer.score(GROUPS)
+        await scorer.aclose()
+        return good, refused.value.message, again
+
+    good, message, again = asyncio.run(run())
+    assert good == again and len(good) == 2
+    assert "does not serve snapshot model m2" in message and "' Hello'" in message
