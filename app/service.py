@@ -24,9 +24,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import TypeVar
 
 from app import metrics
 from app.admission import Admission
@@ -35,11 +34,11 @@ from app.errors import (
     BackendUnavailableError,
     DeadlineExceededError,
     InvalidRequestError,
-    NotReadyError,
     UnknownItemsError,
     redact,
 )
 from app.fallback import code_only_response, degraded_reason
+from app.readiness import check_readiness
 from app.schemas import ItemScore, PredictRequest, PredictResponse, ReadyResponse
 from app.scorers.base import PromptGroup, Scorer
 from app.store.base import CatalogLookup, CatalogStore, history_titles
@@ -53,7 +52,6 @@ from model_store.contract.prompts import (
 from model_store.contract.snapshot import ModelManifest
 
 logger = logging.getLogger(__name__)
-_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -265,50 +263,5 @@ class PredictService:
         return out
 
     async def readiness(self) -> ReadyResponse:
-        """Ready when the store has an active snapshot and the backend scores; degraded (still 200) when
-        only the backend fails and the fallback can answer; else NotReadyError. Each check gets at most
-        `readiness_timeout_s`, run side by side, so /readyz answers in about that time whatever hangs.
-
-        The error's detail lists every reason as the store gives it (logged); the client sees each reason
-        cut before its detail, with no path, host or URL in it.
-        """
-        bound = self.policy.readiness_timeout_s
-        reasons, backend_ok = await asyncio.gather(
-            _bounded(self.store.not_ready_reasons(), bound, ["store check timed out"]),
-            _bounded(self.scorer.ready(), bound, False),
-        )
-        manifest = self.store.manifest
-        degraded = not backend_ok and not reasons and self._can_fall_back()
-        if not backend_ok and not degraded:
-            reasons.append(f"backend {self.scorer.name!r} not ready")
-        if reasons:
-            public = "not ready: " + "; ".join(public_reason(r) for r in reasons)
-            raise NotReadyError("not ready: " + "; ".join(reasons), public=public)
-        version = manifest.version if manifest is not None else "?"
-        note = manifest.model.metrics.get("note") if manifest is not None else None
-        return ReadyResponse(
-            status="degraded" if degraded else "ready",
-            degraded="llm_unavailable" if degraded else None,
-            snapshot_version=version,
-            backend=self.scorer.name,
-            model_note=str(note) if note else None,
-        )
-
-    def _can_fall_back(self) -> bool:
-        manifest = self.store.manifest
-        return self.policy.fallback and manifest is not None and manifest.code_score is not None
-
-
-async def _bounded(check: Awaitable[_T], timeout_s: float, on_timeout: _T) -> _T:
-    """`check`'s result, or `on_timeout` when it takes longer than `timeout_s`."""
-    try:
-        async with asyncio.timeout(timeout_s):
-            return await check
-    except TimeoutError:
-        return on_timeout
-
-
-def public_reason(reason: str) -> str:
-    """A not-ready reason without its detail: the text before ': ', unless that holds a path or a URL."""
-    head = reason.split(": ", 1)[0]
-    return "snapshot not loaded" if "/" in head or len(head) > 80 else head
+        """/readyz: see `app.readiness.check_readiness`."""
+        return await check_readiness(self.store, self.scorer, self.policy)
