@@ -129,3 +129,13 @@ def servable_dir(tmp_path_factory: pytest.TempPathFactory, smollm2_dir: Path) ->
     out = tmp_path_factory.mktemp("servable") / "model"
     export_base(smollm2_dir, out, with_codes=True)
     return out
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """List the counts the failure-path tests reported (tests/integration/chaos.py), so CI logs show them."""
+    from tests.integration.chaos import LINES
+
+    if LINES:
+        terminalreporter.section("chaos counts")
+        for line in LINES:
+            terminalreporter.write_line(line)

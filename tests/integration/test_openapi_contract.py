@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from model_store.publish.redis import RedisPublisher
+from tests.integration.chaos import report
 from tests.integration.service_process import running_service
 from tests.integration.test_service_redis import make_snapshot
 
@@ -45,7 +46,7 @@ def run_schemathesis(url: str, examples: int, tmp_path: Path) -> str:
     ]  # fmt: skip
     result = subprocess.run(args, capture_output=True, text=True, timeout=900, cwd=tmp_path)  # its cache too
     summary = result.stdout[result.stdout.find("SUMMARY") :]
-    print(f"\nschemathesis, {examples} examples per operation:\n{summary[-1500:]}")
+    report(f"schemathesis, {examples} examples per operation:\n{summary[-1500:]}")
     assert result.returncode == 0, result.stdout[-6000:]
     return result.stdout
 

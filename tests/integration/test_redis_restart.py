@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from model_store.publish.redis import RedisPublisher
+from tests.integration.chaos import report
 from tests.integration.conftest import REDIS_SERVER, start_redis, stop_process
 from tests.integration.service_process import running_service
 from tests.integration.test_service_redis import make_snapshot
@@ -72,7 +73,7 @@ def test_after_a_redis_restart_no_request_fails_on_a_stale_connection(workdir: P
             later = burst(url)
     finally:
         stop_process(proc)
-    print(f"\nredis down: {down}; just restarted: readyz {ready}, burst {first}; 6 s later: {later}")
+    report(f"redis down: {down}; just restarted: readyz {ready}, burst {first}; 6 s later: {later}")
     assert set(down) == {503}
     assert ready == 200
     assert first == {200: 60} and later == {200: 60}
@@ -94,7 +95,7 @@ def test_a_frozen_redis_costs_one_timeout_then_recovers(workdir: Path) -> None:
             after = burst(url)
     finally:
         stop_process(proc)
-    print(f"\nredis frozen: {frozen.status_code} after {seconds:.2f} s; thawed: {after}")
+    report(f"redis frozen: {frozen.status_code} after {seconds:.2f} s; thawed: {after}")
     assert frozen.status_code == 503 and frozen.headers["retry-after"] == "1"
     assert seconds < 2.0
     assert after == {200: 60}

@@ -19,6 +19,7 @@ import pytest
 
 from model_store.contract.fusion import CodeScore
 from model_store.publish.redis import RedisPublisher
+from tests.integration.chaos import report
 from tests.integration.conftest import free_port
 from tests.integration.fake_vllm import running_fake_vllm, set_fake_mode
 from tests.integration.service_process import REPO, running_service
@@ -91,7 +92,7 @@ def test_connections_trickling_headers_are_closed_after_the_header_timeout(serve
         except OSError:
             closed += 1
         sock.close()
-    print(f"\nslow headers: {closed} of {len(socks)} connections closed by the server after 2.5 s")
+    report(f"slow headers: {closed} of {len(socks)} connections closed by the server after 2.5 s")
     assert closed == len(socks)
     assert httpx.get(f"{server}/healthz").status_code == 200
 
@@ -104,7 +105,7 @@ def test_a_100_mb_body_is_refused_with_413_before_it_is_read(server: str) -> Non
         reply = sock.recv(4096)
         seconds = time.perf_counter() - start
     status_line = reply.split(b"\r\n")[0].decode()
-    print(f"\n100 MB declared: {status_line} after {seconds:.3f} s")
+    report(f"100 MB declared: {status_line} after {seconds:.3f} s")
     assert reply.startswith(b"HTTP/1.1 413") and seconds < 2
 
 

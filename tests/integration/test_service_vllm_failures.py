@@ -21,6 +21,7 @@ import pytest
 from app.schemas import ErrorResponse, PredictResponse, ReadyResponse
 from model_store.contract.fusion import CodeScore, sigmoid
 from model_store.publish.redis import RedisPublisher
+from tests.integration.chaos import report
 from tests.integration.conftest import free_port
 from tests.integration.fake_vllm import P_YES, SECRET, running_fake_vllm, set_fake_mode
 from tests.integration.service_process import running_service
@@ -111,7 +112,7 @@ def test_a_misbehaving_vllm_gives_the_code_score_or_a_clear_error(
         seen_on, seen_off = outcomes(with_fallback), outcomes(without_fallback)
     finally:
         set_fake_mode(fake_vllm, "ok")
-    print(f"\nvLLM {mode}: fallback on {dict(seen_on)}; fallback off {dict(seen_off)}")
+    report(f"vLLM {mode}: fallback on {dict(seen_on)}; fallback off {dict(seen_off)}")
     assert seen_on == {on: 12} and seen_off == {off: 12}
 
 
@@ -136,7 +137,7 @@ def test_vllm_down_is_degraded_with_the_fallback_and_a_503_without(published: st
     with running_service(published, **service_env(nowhere, BINLLM_FALLBACK="false")) as off:
         seen_off = outcomes(off)
         assert set(burst(off, 5)) == {503}
-    print(f"\nvLLM down: fallback on {dict(seen_on)}; fallback off {dict(seen_off)}")
+    report(f"vLLM down: fallback on {dict(seen_on)}; fallback off {dict(seen_off)}")
     assert seen_on == {"200 degraded=llm_unavailable": 12}
     assert seen_off == {"503 backend_unavailable": 12}
 
@@ -159,8 +160,8 @@ def test_readyz_tells_the_truth_within_about_a_second(
         seconds = time.perf_counter() - start
     finally:
         set_fake_mode(fake_vllm, "ok")
-    print(
-        f"\nvLLM {mode}: /readyz {degraded.status_code} {degraded.json()} and {unready.status_code} in {seconds:.2f} s"
+    report(
+        f"vLLM {mode}: /readyz {degraded.status_code} {degraded.json()} and {unready.status_code} in {seconds:.2f} s"
     )
     ready = ReadyResponse.model_validate(degraded.json())
     assert degraded.status_code == 200 and (ready.status, ready.degraded) == ("degraded", "llm_unavailable")
@@ -185,8 +186,6 @@ def test_a_publish_naming_another_tokenizer_is_caught_without_a_restart(
     ready = ReadyResponse.model_validate(httpx.get(f"{with_fallback}/readyz").json())
     publish("v8", yes_id=1)
     right = PredictResponse.model_validate(httpx.post(f"{with_fallback}/predict", json=BODY).json())
-    print(
-        f"\nwrong tokenizer: {wrong.degraded}, /readyz {ready.status}; fixed by a publish: {right.degraded}"
-    )
+    report(f"wrong tokenizer: {wrong.degraded}, /readyz {ready.status}; fixed by a publish: {right.degraded}")
     assert wrong.degraded == "llm_unavailable" and ready.status == "degraded"
     assert right.degraded is None and right.model_version == "m-v8"

@@ -30,6 +30,7 @@ from model_store.contract.snapshot import (
 )
 from model_store.publish import Snapshot
 from model_store.publish.redis import RedisPublisher
+from tests.integration.chaos import report
 from tests.integration.service_process import running_service
 
 pytestmark = pytest.mark.integration
@@ -122,7 +123,7 @@ def test_store_lookups_under_a_flapping_pointer_never_mix_versions(two_versions:
         start = time.perf_counter()
         mixed, total = asyncio.run(flapping_lookups(two_versions, tasks=40, per_task=60))
         seconds = time.perf_counter() - start
-    print(f"\nstore: {total} lookups, {switches[0]} switches ({switches[0] / seconds:.0f}/s), {mixed} mixed")
+    report(f"store: {total} lookups, {switches[0]} switches ({switches[0] / seconds:.0f}/s), {mixed} mixed")
     assert switches[0] > 100
     assert mixed == 0
 
@@ -176,7 +177,7 @@ def test_service_answers_under_a_flapping_pointer_match_the_version_they_name(tw
         expected = expected_scores(url, two_versions, ["vA", "vB"])
         with flapping_pointer(two_versions) as switches:
             mixed, failed, total = hammer(url, expected)
-    print(f"\nservice: {total} requests, {switches[0]} switches, {mixed} mixed, {failed} failed")
+    report(f"service: {total} requests, {switches[0]} switches, {mixed} mixed, {failed} failed")
     assert (mixed, failed) == (0, 0)
 
 
@@ -199,5 +200,5 @@ def test_publish_and_rollbacks_under_load_never_mix_or_fail(two_versions: str) -
         finally:
             stop.set()
             thread.join(timeout=10)
-    print(f"\npublish + rollbacks: {total} requests, {switches[0]} rollbacks, {mixed} mixed, {failed} failed")
+    report(f"publish + rollbacks: {total} requests, {switches[0]} rollbacks, {mixed} mixed, {failed} failed")
     assert switches[0] > 10 and (mixed, failed) == (0, 0)
