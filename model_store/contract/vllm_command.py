@@ -12,7 +12,8 @@ BinLLM click score (Zhang et al., ACL 2024), with prefix caching sharing the use
     BINLLM_MODEL_DIR=artifacts/llm/merged BINLLM_SERVE_DEVICE=cpu python3 model_store/contract/vllm_command.py --print-only
 
 Serving settings: a profile (`BINLLM_SERVE_DEVICE`, `gpu` or `cpu`), then one `BINLLM_SERVE_<FIELD>` variable
-per `ServeSettings` field, then `BINLLM_SERVE_EXTRA_ARGS` (shell-split, appended last). The names are not
+per `ServeSettings` field, then `BINLLM_SERVE_EXTRA_ARGS` (shell-split) and this script's own arguments,
+appended last. The names are not
 `VLLM_*`: vLLM reads that namespace itself (`VLLM_PORT` sets its internal ports).
 """
 
@@ -190,10 +191,13 @@ def serve_argv(model_dir: Path, env: Mapping[str, str]) -> list[str]:
 
 
 def main(args: list[str]) -> int:
-    """Build the command and exec it (or print it with --print-only); exit 2 with one line on LaunchError."""
+    """Build the command and exec it (or print it with --print-only); exit 2 with one line on LaunchError.
+
+    Every other argument is appended to `vllm serve`, last (the chart's `vllm.extraArgs`).
+    """
     model_dir = Path(os.environ.get(MODEL_DIR_ENV) or DEFAULT_MODEL_DIR)
     try:
-        argv = serve_argv(model_dir, os.environ)
+        argv = serve_argv(model_dir, os.environ) + [a for a in args if a != "--print-only"]
     except LaunchError as exc:
         print(f"binllm vllm launch: {exc}", file=sys.stderr)
         return 2

@@ -108,7 +108,8 @@ def test_schema_accepts_the_defaults(chart: Any) -> None:
         ({"api": {"backend": "gpu"}}, "/api/backend"),
         ({"api": {"replicaCount": 0}}, "/api/replicaCount"),
         ({"vllm": {"gpuMemoryUtilization": 1.5}}, "/vllm/gpuMemoryUtilization"),
-        ({"vllm": {"model": {"classifierTokens": ["Yes"]}}}, "/vllm/model/classifierTokens"),
+        ({"vllm": {"model": {"classifierTokens": ["▁No", "▁Yes"]}}}, "/vllm/model"),  # read from binllm.json
+        ({"vllm": {"maxNumBatchedTokens": "lots"}}, "/vllm/maxNumBatchedTokens"),
         ({"redis": {"persistence": {"size": "lots"}}}, "/redis/persistence/size"),
         ({"api": {"hpa": {"enabled": True}}}, "/api"),
     ],

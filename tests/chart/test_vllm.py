@@ -1,47 +1,154 @@
-"""The vLLM Deployment, its Services (affinity), and the NetworkPolicy that keeps it private."""
+"""The vLLM Deployment, its Services (affinity), and the NetworkPolicy that keeps it private.
+
+The pod runs model_store/contract/vllm_command.py, the one builder of the vLLM command: these tests rebuild the
+line it would exec from the rendered environment and compare it with what `binllm llm export` prints.
+"""
 
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import pytest
 
-from tests.chart.conftest import Render, container, helm, kind_named, kinds
+from model_store.contract import vllm_command
+from tests.chart.conftest import CHART_DIR, Render, container, helm, kind_named, kinds
+
+LAUNCHER = "/opt/binllm/vllm_command.py"
 
 
-def _args(render: Render, values: dict | None = None) -> list[str]:
-    return container(kind_named(render(values), "Deployment", "vllm"), "vllm")["args"]
+@pytest.fixture()
+def model_dir(tmp_path: Path) -> Path:
+    """An exported SmolLM2-style model directory: the launcher reads only these two files."""
+    (tmp_path / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"]}))
+    manifest = {
+        "model_version": "m1",
+        "yes_token": "ĠYes",
+        "no_token": "ĠNo",
+        "yes_token_id": 1,
+        "no_token_id": 2,
+    }
+    (tmp_path / "binllm.json").write_text(json.dumps(manifest))
+    return tmp_path
 
 
-def _flag(args: list[str], name: str) -> str:
-    return next(a.split("=", 1)[1] for a in args if a.startswith(name + "="))
+def _vllm(render: Render, values: dict | None = None) -> dict:
+    return container(kind_named(render(values), "Deployment", "vllm"), "vllm")
+
+
+def _argv(render: Render, model_dir: Path, values: dict | None = None) -> list[str]:
+    """The `vllm serve` line the pod's launcher execs, with the model volume replaced by `model_dir`."""
+    vllm = _vllm(render, values)
+    assert vllm["command"] == ["python3", LAUNCHER]
+    env = {e["name"]: e["value"] for e in vllm["env"] if "value" in e}
+    assert env[vllm_command.MODEL_DIR_ENV].startswith("/models/")
+    return vllm_command.serve_argv(model_dir, env) + vllm.get("args", [])
+
+
+def _flag(argv: list[str], name: str) -> str:
+    return argv[argv.index(name) + 1]
 
 
 def test_vllm_limits_nvidia_gpus(render: Render) -> None:
-    vllm = container(kind_named(render({"vllm": {"gpus": 2}}), "Deployment", "vllm"), "vllm")
-    assert vllm["resources"]["limits"]["nvidia.com/gpu"] == 2
+    assert _vllm(render, {"vllm": {"gpus": 2}})["resources"]["limits"]["nvidia.com/gpu"] == 2
 
 
-def test_more_than_one_gpu_turns_on_tensor_parallelism(render: Render) -> None:
-    assert _flag(_args(render, {"vllm": {"gpus": 2}}), "--tensor-parallel-size") == "2"
-    assert not [a for a in _args(render) if a.startswith("--tensor-parallel-size")]
+def test_more_than_one_gpu_turns_on_tensor_parallelism(render: Render, model_dir: Path) -> None:
+    assert _flag(_argv(render, model_dir, {"vllm": {"gpus": 2}}), "--tensor-parallel-size") == "2"
+    assert "--tensor-parallel-size" not in _argv(render, model_dir)
 
 
-def test_vllm_serves_the_model_as_a_pooling_classifier_with_prefix_caching(render: Render) -> None:
-    args = _args(render)
-    assert args[0] == "/models/model"
-    assert _flag(args, "--runner") == "pooling"
-    assert _flag(args, "--convert") == "classify"
-    assert "--enable-prefix-caching" in args
+def test_vllm_runs_the_launcher_with_its_gpu_profile_as_export_prints_it(
+    render: Render, model_dir: Path
+) -> None:
+    # `binllm llm export` prints serve_argv(dir, {}) (tests/unit/model_store/llm/test_export.py): the same line.
+    assert _argv(render, model_dir) == vllm_command.serve_argv(model_dir, {})
 
 
-def test_hf_overrides_are_json_with_the_no_piece_first(render: Render) -> None:
-    overrides = json.loads(_flag(_args(render), "--hf-overrides"))
-    assert overrides == {
-        "architectures": ["LlamaForSequenceClassification"],
-        "classifier_from_token": ["▁No", "▁Yes"],
-        "method": "from_2_way_softmax",
+def test_vllm_model_dir_is_the_model_sub_path_of_the_artifacts_volume(render: Render) -> None:
+    env = {e["name"]: e.get("value") for e in _vllm(render, {"vllm": {"model": {"subPath": "m2"}}})["env"]}
+    assert env[vllm_command.MODEL_DIR_ENV] == "/models/m2"
+
+
+def test_yes_no_pieces_come_from_the_models_binllm_json(render: Render, model_dir: Path) -> None:
+    overrides = json.loads(_flag(_argv(render, model_dir), "--hf-overrides"))
+    assert overrides["classifier_from_token"] == ["ĠNo", "ĠYes"]
+    assert overrides["architectures"] == ["LlamaForSequenceClassification"]
+
+
+def test_chart_holds_no_token_pieces_and_no_vllm_flags_of_its_own() -> None:
+    paths = [CHART_DIR / "values.yaml", *(p for p in (CHART_DIR / "templates").rglob("*") if p.is_file())]
+    found = {
+        (path.name, word)
+        for path in paths
+        for word in ("▁", "Ġ", "hf-overrides", "classifier_from_token", "--runner", "--enable-prefix-caching")
+        if word in path.read_text()
     }
+    assert found == set()
+
+
+def test_chart_values_reach_the_command_through_the_launcher(render: Render, model_dir: Path) -> None:
+    values = {
+        "vllm": {
+            "dtype": "float16",
+            "maxModelLen": 4096,
+            "blockSize": 32,
+            "maxNumBatchedTokens": 8192,
+            "maxNumSeqs": 128,
+            "gpuMemoryUtilization": 0.8,
+            "extraArgs": ["--swap-space", "4"],
+        }
+    }
+    argv = _argv(render, model_dir, values)
+    wanted = {
+        "--dtype": "float16",
+        "--max-model-len": "4096",
+        "--block-size": "32",
+        "--max-num-batched-tokens": "8192",
+        "--max-num-seqs": "128",
+        "--gpu-memory-utilization": "0.8",
+    }
+    assert {flag: _flag(argv, flag) for flag in wanted} == wanted
+    assert argv[-2:] == ["--swap-space", "4"]
+
+
+def test_chart_sets_only_variables_the_launcher_reads(render: Render) -> None:
+    names = {e["name"] for e in _vllm(render, {"vllm": {"maxNumSeqs": 64, "dtype": "float16"}})["env"]}
+    binllm = {n for n in names if n.startswith("BINLLM_")}
+    assert binllm <= vllm_command.env_names()
+    assert not {n for n in names if n.startswith("VLLM_") and n not in {"VLLM_CACHE_ROOT", "VLLM_API_KEY"}}
+
+
+def test_values_state_the_launchers_gpu_profile(render: Render) -> None:
+    """The `(profile: X)` notes in values.yaml are the launcher's GPU profile, so the docs cannot drift."""
+    text = (CHART_DIR / "values.yaml").read_text()
+    noted = dict(re.findall(r"# -- --([a-z-]+)[^\n]*\(profile: ([^)]+)\)", text))
+    gpu = vllm_command.PROFILES["gpu"]
+    assert noted == {
+        "dtype": gpu.dtype,
+        "max-model-len": str(gpu.max_model_len),
+        "block-size": str(gpu.block_size),
+        "max-num-batched-tokens": str(gpu.max_num_batched_tokens),
+        "max-num-seqs": str(gpu.max_num_seqs),
+        "gpu-memory-utilization": str(gpu.gpu_memory_utilization),
+    }
+
+
+def test_launcher_init_container_copies_the_file_the_vllm_container_runs(render: Render) -> None:
+    deployment = kind_named(render(), "Deployment", "vllm")
+    spec = deployment["spec"]["template"]["spec"]
+    (init,) = spec["initContainers"]
+    api = container(kind_named(render(), "Deployment", "api"), "api")
+    assert init["image"] == api["image"]  # the API image ships model_store/contract/vllm_command.py
+    assert init["command"][-1].endswith(f'shutil.copy(m.__file__, "{LAUNCHER}")')
+    assert "model_store.contract.vllm_command" in init["command"][-1]
+    assert init["securityContext"]["readOnlyRootFilesystem"] is True
+    mounts = {m["name"]: m for m in container(deployment, "vllm")["volumeMounts"]}
+    assert (
+        mounts["launcher"]["mountPath"] == init["volumeMounts"][0]["mountPath"] == str(Path(LAUNCHER).parent)
+    )
+    assert mounts["launcher"]["readOnly"] is True
 
 
 @pytest.mark.parametrize("probe", ["startupProbe", "readinessProbe", "livenessProbe"])
