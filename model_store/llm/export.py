@@ -3,7 +3,8 @@
 The merged directory is an ordinary Llama checkpoint (safetensors), so vLLM, transformers and the in-process
 scorer all load it with no peft at serving time. `binllm.json` (`ModelManifest`) says how to prompt it
 (prompt style, with or without codes, which codes version) and which two tokens carry the answer.
-`vllm_serve_command` builds the vLLM line that serves it as a two-way classifier: with
+`vllm_serve_command` returns the vLLM line that serves it as a two-way classifier
+(`model_store.contract.vllm_command`, the one builder that Compose and the Helm chart also run): with
 `classifier_from_token = [No piece, Yes piece]` and `method = from_2_way_softmax`, vLLM's score head is
 `w_yes - w_no` of the LM head, so `/classify` returns sigmoid(z_yes - z_no), the same number as the local
 scorer (BinLLM, Zhang et al., ACL 2024: P(Yes) over {Yes, No} at the answer position).
@@ -14,9 +15,9 @@ scorer (BinLLM, Zhang et al., ACL 2024: P(Yes) over {Yes, No} at the answer posi
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from model_store.contract.fusion import ScoreFusion
 from model_store.contract.prompts import PromptStyle
 from model_store.contract.snapshot import MANIFEST_FILENAME, ModelManifest
+from model_store.contract.vllm_command import serve_argv
 from model_store.errors import BinllmJobError
 from model_store.llm.answer import find_answer_tokens
 from model_store.llm.models import load_causal_lm, smollm2_cache_dir
@@ -159,35 +161,11 @@ def read_manifest(model_dir: str | Path) -> ModelManifest:
     return ModelManifest.model_validate_json(path.read_text(encoding="utf-8"))
 
 
-def vllm_hf_overrides(manifest: ModelManifest) -> dict[str, Any]:
-    """The `--hf-overrides` that turn the causal LM into the Yes/No classifier (No piece first)."""
-    return {
-        "architectures": ["LlamaForSequenceClassification"],
-        "classifier_from_token": [manifest.no_token, manifest.yes_token],
-        "method": "from_2_way_softmax",
-    }
+def vllm_serve_command(model_dir: str | Path, env: Mapping[str, str] | None = None) -> list[str]:
+    """`vllm serve DIR ...` that serves `model_dir` so that `/classify` returns sigmoid(z_yes - z_no).
 
-
-def vllm_serve_command(
-    model_dir: str | Path,
-    manifest: ModelManifest,
-    *,
-    python: str = "python",
-    extra_args: tuple[str, ...] = (),
-) -> list[str]:
-    """argv that serves `model_dir` with vLLM so that `/classify` returns sigmoid(z_yes - z_no)."""
-    return [
-        python,
-        "-m",
-        "vllm.entrypoints.openai.api_server",
-        "--model",
-        str(model_dir),
-        "--runner",
-        "pooling",
-        "--convert",
-        "classify",
-        "--enable-prefix-caching",
-        "--hf-overrides",
-        json.dumps(vllm_hf_overrides(manifest), ensure_ascii=False, separators=(",", ":")),
-        *extra_args,
-    ]
+    Exactly what the launcher that Compose and the Helm chart run (`model_store.contract.vllm_command`) builds
+    from the directory's `binllm.json` and `config.json`; `env` holds its BINLLM_SERVE_* settings (none: the
+    GPU profile).
+    """
+    return serve_argv(Path(model_dir), env or {})

