@@ -155,3 +155,22 @@ def test_main_appends_its_own_arguments_last(model_dir: Path, monkeypatch, capsy
 
 def test_manifest_file_name_is_the_contracts() -> None:
     assert vllm_command.MANIFEST == MANIFEST_FILENAME
+
+
+@pytest.mark.parametrize("device", ["gpu", "cpu"])
+def test_readme_settings_table_states_the_launchers_profiles(model_dir: Path, device: str) -> None:
+    """README "One vLLM command": each row's first word per column is what the profile passes (or n/a, default)."""
+    argv = vllm_command.serve_argv(model_dir, {vllm_command.DEVICE_ENV: device})
+    column = 2 if device == "gpu" else 3
+    rows = [
+        line.split("|") for line in (REPO / "README.md").read_text().splitlines() if line.startswith("| `--")
+    ]
+    assert len(rows) >= 8
+    for row in rows:
+        flag, stated = row[1].split()[0].strip("`"), row[column].split()[0].strip("`")
+        if stated in {"on", "off"}:
+            assert (flag in argv) == (stated == "on"), flag
+        elif stated in {"n/a", "vLLM's"}:
+            assert flag not in argv, flag
+        else:
+            assert _flag(argv, flag) == stated, flag
