@@ -140,7 +140,8 @@ def test_launcher_init_container_copies_the_file_the_vllm_container_runs(render:
     spec = deployment["spec"]["template"]["spec"]
     (init,) = spec["initContainers"]
     api = container(kind_named(render(), "Deployment", "api"), "api")
-    assert init["image"] == api["image"]  # the API image ships model_store/contract/vllm_command.py
+    assert init["image"] == api["image"]  # the API image ships model_store/contract/vllm_command.py:
+    assert "COPY model_store ./model_store" in (CHART_DIR.parents[1] / "docker/api.Dockerfile").read_text()
     assert init["command"][-1].endswith(f'shutil.copy(m.__file__, "{LAUNCHER}")')
     assert "model_store.contract.vllm_command" in init["command"][-1]
     assert init["securityContext"]["readOnlyRootFilesystem"] is True
