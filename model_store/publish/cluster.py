@@ -1,15 +1,15 @@
 """Publish snapshots to a Redis Cluster: the same versions and checks as `redis.py`, keys spread over slots.
 
-User, item and manifest keys hash to slots all over the cluster; redis-py's `RedisCluster` routes each
-pipelined write to its node (one pipeline per node per batch), SCAN runs on every primary, and UNLINK is
-split by slot. What changes is the switch. `{ns}:active` and `{ns}:versions` hash to different slots, so
-they cannot share a MULTI/EXEC: the new version is first pushed onto the list, then the pointer is set in
-one write of one key, which is the switch readers see. A crash between the two leaves a complete, verified
-version listed but never active; the pointer, and so every reader, never moves to anything unverified.
-Rollback reads the list and the pointer and sets the pointer under the publish lock (`lock.py`), which
-takes the place of single-node Redis's WATCH. Before the switch the publisher waits for each primary's
-replicas to reach its replication offset
-(`INFO replication`), so a primary failing over right after a publish loses none of it.
+User, item and manifest keys hash to slots all over the cluster; each batch goes to every node as one plain
+pipeline of MSETs, one per slot (a node answering MOVED gets its share again through redis-py's cluster
+pipeline, which follows redirections), SCAN runs on every primary, and UNLINK is split by slot. What changes is
+the switch. `{ns}:active` and `{ns}:versions` hash to different slots, so they cannot share a MULTI/EXEC: the
+new version is first pushed onto the list, then the pointer is set in one write of one key, which is the switch
+readers see. A crash between the two leaves a complete, verified version listed but never active; the
+pointer, and so every reader, never moves to anything unverified. Rollback reads the list and the pointer and
+sets the pointer under the publish lock (`lock.py`), which takes the place of single-node Redis's WATCH.
+Before the switch the publisher waits for each primary's replicas to reach its replication offset (`INFO
+replication`), so a primary failing over right after a publish loses none of it.
 
     binllm publish --codes artifacts/codes --data artifacts/data/ml1m --model artifacts/model \
         --redis redis+cluster://localhost:7000
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 import redis
 from redis.cluster import RedisCluster
@@ -72,11 +73,29 @@ class RedisClusterPublisher(RedisPublisher):
         )
 
     def _write_batch(self, batch: dict[str, str]) -> None:
-        """One SET per entry, pipelined: the client sends each node its share of the batch at once."""
-        pipe = self.client.pipeline(transaction=False)
+        """Per node, one plain pipeline of MSETs, one per slot (a cluster MSET stays within a slot).
+
+        A node that answers MOVED/ASK (slots migrating) gets its share again through redis-py's cluster
+        pipeline, which follows redirections.
+        """
+        by_node: dict[str, tuple[Any, dict[int, dict[str, str]]]] = {}
         for key, value in batch.items():
-            pipe.set(key, value)
-        pipe.execute()
+            slot = self.client.keyslot(key)
+            node = self.client.nodes_manager.get_node_from_slot(slot)
+            by_node.setdefault(node.name, (node, {}))[1].setdefault(slot, {})[key] = value
+        for node, slots in by_node.values():
+            try:
+                pipe = node.redis_connection.pipeline(transaction=False)
+                for entries in slots.values():
+                    pipe.mset(entries)
+                pipe.execute()
+            except redis.ResponseError:
+                self.client.nodes_manager.initialize()
+                cluster_pipe = self.client.pipeline(transaction=False)
+                for entries in slots.values():
+                    for key, value in entries.items():
+                        cluster_pipe.set(key, value)
+                cluster_pipe.execute()
 
     def _verify(self, snapshot: Snapshot) -> None:
         super()._verify(snapshot)
