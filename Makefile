@@ -57,6 +57,7 @@ bench: install install-redis demo
 	$(PY) bench/service_overhead.py
 	$(PY) bench/prefix_sharing.py
 	$(PY) bench/service_e2e.py
+	$(PY) bench/publish_scale.py
 
 clean:
 	rm -rf $(VENV) .venv-vllm artifacts .mypy_cache .ruff_cache .pytest_cache
