@@ -80,13 +80,24 @@ def timed(run: Callable[[], T]) -> tuple[T, float]:
     return result, time.perf_counter() - started
 
 
-def tokens_per_candidate(scorer: PromptScorer, groups: Sequence[Group]) -> float:
-    """Mean tokens a candidate adds beyond its user's shared prefix."""
-    counts = []
+def token_counts(scorer: PromptScorer, groups: Sequence[Group]) -> tuple[int, list[int]]:
+    """Tokens the scorer runs: each user's prefix once, plus what each candidate adds beyond it."""
+    prefix_total, added = 0, []
     for prefix, suffixes in groups:
         prefix_len = len(scorer.tokenizer(prefix)["input_ids"])
-        counts += [len(scorer.tokenizer(prefix + s)["input_ids"]) - prefix_len for s in suffixes]
-    return float(np.mean(counts))
+        prefix_total += prefix_len
+        added += [len(scorer.tokenizer(prefix + s)["input_ids"]) - prefix_len for s in suffixes]
+    return prefix_total, added
+
+
+def fp32_peak_gflops(threads: int) -> float:
+    """AVX2 FMA peak: 2 FMA units x 8 fp32 lanes x 2 FLOP per cycle and core, at the clock /proc/cpuinfo says."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines()
+        mhz = max(float(line.split(":")[1]) for line in lines if line.startswith("cpu MHz"))
+    except (OSError, ValueError):
+        return float("nan")
+    return threads * 32 * mhz / 1000
 
 
 def main() -> None:
@@ -103,6 +114,9 @@ def main() -> None:
     model_dir = args.model or ensure_smollm2()
     model, tokenizer = load_causal_lm(model_dir, dtype=torch.float32, device="cpu")
     print(f"model: {model_dir}, threads: {torch.get_num_threads()}, native bf16: {cpu_has_bf16()}")
+    embeddings = model.get_input_embeddings().weight.numel()  # type: ignore[operator]  # a lookup: no FLOPs
+    flops_per_token = 2 * (sum(p.numel() for p in model.parameters()) - embeddings)
+    peak = fp32_peak_gflops(args.threads)
 
     configs = [("paper", "float32")] + [("serving", dtype) for dtype in args.dtypes.split(",")]
     results: dict[tuple[str, str], float] = {}
@@ -117,9 +131,11 @@ def main() -> None:
         together, together_s = timed(lambda: scorer.score_groups(eight, batch_size=args.batch_size))  # noqa: B023
         _, apart_s = timed(lambda: [scorer.score_groups([g], args.batch_size)[0] for g in eight])  # noqa: B023
         results[(layout, dtype)] = 100 / single_s
-        per_candidate = tokens_per_candidate(scorer, one)
+        prefix_tokens, added = token_counts(scorer, one)
+        gflops = flops_per_token * (prefix_tokens + sum(added)) / single_s / 1e9
         print(
-            f"{layout} {dtype}: 1x100 {100 / single_s:.1f} candidates/s ({per_candidate:.1f} tokens/candidate); "
+            f"{layout} {dtype}: 1x100 {100 / single_s:.1f} candidates/s ({np.mean(added):.1f} tokens/candidate, "
+            f"{gflops:.0f} GFLOP/s = {100 * gflops / peak:.0f}% of the {peak:.0f} GFLOP/s fp32 FMA peak); "
             f"8x20 together {160 / together_s:.1f}/s, one user at a time {160 / apart_s:.1f}/s "
             f"(together {apart_s / together_s:.2f}x)"
         )
