@@ -11,7 +11,7 @@ one validation over `--valid-rows` valid_small rows after each, a warm-up pass f
 prompts per second of the whole stage (trunk passes, forward + backward + AdamW, validations), machine as it
 is; the training steps' own rate is printed beside it.
 
-    python bench/tune_throughput.py [--rows 96] [--valid-rows 48] [--epochs 2] [--threads 2]
+    python bench/tune_throughput.py [--rows 48] [--valid-rows 32] [--epochs 3] [--threads 2]
 
 Prints one line per recipe, then the ratio, then, last, `prompts_per_s: X` for the fast recipe's stage.
 """
@@ -123,9 +123,11 @@ def measure(config: TuneConfig, rows: int, valid_rows: int, epochs: int) -> tupl
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=96, help="seeded train rows (whole user groups)")
-    parser.add_argument("--valid-rows", type=int, default=48, help="seeded valid_small rows per validation")
-    parser.add_argument("--epochs", type=int, default=2, help="passes over the train rows")
+    parser.add_argument("--rows", type=int, default=48, help="seeded train rows (whole user groups)")
+    parser.add_argument("--valid-rows", type=int, default=32, help="seeded valid_small rows per validation")
+    parser.add_argument(
+        "--epochs", type=int, default=3, help="passes over the train rows (tuning runs several per stage)"
+    )
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("artifacts/bench/tune_throughput"))
