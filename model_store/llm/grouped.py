@@ -193,31 +193,60 @@ def layout(groups: Sequence[PrefixGroup]) -> GroupBatch:
     return GroupBatch(prefix_mask, rest_mask, lengths, row_group, prefix_lengths)
 
 
+def _rows_of(per_group: torch.Tensor, row_group: torch.Tensor) -> torch.Tensor:
+    """Each row's copy of its group's tensor [G, ...] -> [N, ...]; one group is broadcast, not copied."""
+    if per_group.shape[0] == 1:
+        return per_group.expand(row_group.shape[0], *per_group.shape[1:])
+    return per_group.index_select(0, row_group)
+
+
 def shared_pass(
-    decoder: Any, batch: GroupBatch, prefix_in: torch.Tensor, rest_in: torch.Tensor, layers: range
+    decoder: Any,
+    batch: GroupBatch,
+    prefix_in: torch.Tensor,
+    rest_in: torch.Tensor,
+    layers: range,
+    rest_chunk: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Runs `layers` on each group's prefix once, then on every row's remainder against its group's KV.
 
     `prefix_in` [G, P, E] and `rest_in` [N, L, E] are the inputs of `layers.start` (embeddings for layer 0).
     Returns the outputs of the last layer in `layers`, before the final norm: ([G, P, E], [N, L, E]).
+    `rest_chunk` runs the remainders that many rows at a time, shortest first, all against the one prefix
+    pass: small chunks keep each row's copy of its prefix cache in CPU cache and waste little on padding.
     """
     device = rest_in.device
     row_group = batch.row_group.to(device)
     start = batch.prefix_lengths.to(device)[row_group][:, None]  # [N, 1]
     rest_positions = start + torch.arange(rest_in.shape[1], device=device)[None, :]  # [N, L]
+    rest_mask = batch.rest_mask.to(device)  # [N, L]
     if batch.prefix_mask.shape[1] == 0:
-        rest_out = run_layers(decoder, rest_in, batch.rest_mask.to(device), rest_positions, None, layers)
-        return prefix_in, rest_out
+        return prefix_in, run_layers(decoder, rest_in, rest_mask, rest_positions, None, layers)
     prefix_mask = batch.prefix_mask.to(device)
     prefix_positions = (prefix_mask.cumsum(-1) - 1).clamp(min=0)  # [G, P]
     prefix_cache = DynamicCache(config=decoder.config)
     prefix_out = run_layers(decoder, prefix_in, prefix_mask, prefix_positions, prefix_cache, layers)
-    per_row = DynamicCache(config=decoder.config)
-    for index in layers:  # each layer's KV [G, H_kv, P, D] -> [N, H_kv, P, D]
-        layer: Any = prefix_cache.layers[index]
-        per_row.update(layer.keys.index_select(0, row_group), layer.values.index_select(0, row_group), index)
-    mask = torch.cat([prefix_mask[row_group], batch.rest_mask.to(device)], dim=1)  # [N, P + L]
-    rest_out = run_layers(decoder, rest_in, mask, rest_positions, per_row, layers)
+    cache_layers: list[Any] = [prefix_cache.layers[index] for index in layers]
+    kv = [(layer.keys, layer.values) for layer in cache_layers]  # each [G, H_kv, P, D]
+
+    def rests_of(rows: torch.Tensor) -> torch.Tensor:  # rows [n] -> their outputs [n, L_rows, E]
+        width = int(batch.lengths[rows.cpu()].max())
+        groups = row_group[rows]  # [n]
+        per_row = DynamicCache(config=decoder.config)
+        for index, (keys, values) in zip(layers, kv, strict=True):  # [G, H_kv, P, D] -> [n, H_kv, P, D]
+            per_row.update(_rows_of(keys, groups), _rows_of(values, groups), index)
+        mask = torch.cat([prefix_mask[groups], rest_mask[rows, :width]], dim=1)  # [n, P + L_rows]
+        hidden = rest_in[rows, :width]
+        return run_layers(decoder, hidden, mask, rest_positions[rows, :width], per_row, layers)
+
+    every_row = torch.arange(rest_in.shape[0], device=device)
+    if rest_chunk is None or rest_chunk >= rest_in.shape[0]:
+        return prefix_out, rests_of(every_row)
+    rest_out = torch.zeros_like(rest_in)  # [N, L, E]
+    by_length = every_row[torch.argsort(batch.lengths.to(device), stable=True)]
+    for chunk in by_length.split(rest_chunk):
+        out = rests_of(chunk)
+        rest_out[chunk, : out.shape[1]] = out
     return prefix_out, rest_out
 
 
@@ -227,6 +256,7 @@ def group_margins(
     answer: AnswerTokens,
     pad_id: int,
     trunk: TrunkStates | None = None,
+    rest_chunk: int | None = None,
 ) -> torch.Tensor:
     """z_yes - z_no of every row of `groups`, in group then row order: [N] float32 (differentiable).
 
@@ -247,7 +277,7 @@ def group_margins(
         layers = range(trunk.start, len(decoder.layers))
         prefix_in = _left_padded_states([trunk.prefixes[group.prefix] for group in groups])
         rest_in = _right_padded_states([trunk.rests[row] for group in groups for row in group.rows])
-    _, hidden = shared_pass(decoder, batch, prefix_in, rest_in, layers)
+    _, hidden = shared_pass(decoder, batch, prefix_in, rest_in, layers, rest_chunk)
     last = hidden[torch.arange(hidden.shape[0], device=device), (batch.lengths - 1).to(device)]  # [N, E]
     last = decoder.norm(last)  # RMSNorm is per position: norming only the read positions is the same
     weight = model.get_output_embeddings().weight  # type: ignore[operator]  # [V, E]
@@ -261,7 +291,8 @@ def ordered_margins(
     answer: AnswerTokens,
     pad_id: int,
     trunk: TrunkStates | None = None,
+    rest_chunk: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """`group_margins` and the prompt-set row index of each margin: ([N] float32, [N] long)."""
     rows = torch.tensor([row for group in batch for row in group.rows], dtype=torch.long)
-    return group_margins(model, batch, answer, pad_id, trunk), rows
+    return group_margins(model, batch, answer, pad_id, trunk, rest_chunk), rows
