@@ -26,6 +26,7 @@ from transformers import PreTrainedTokenizerBase
 from model_store.llm.answer import AnswerTokens
 from model_store.llm.checkpoint import TrainState, load_adapter_weights, load_optimizer_state, save_checkpoint
 from model_store.llm.dataset import PromptSet
+from model_store.llm.distributed import SINGLE, Ranks, all_reduce_gradients
 from model_store.llm.grouped import (
     PrefixGroup,
     batches_of_groups,
@@ -146,11 +147,13 @@ class StageTrainer:
         stage: int,
         train: PromptSet,
         valid: PromptSet,
+        ranks: Ranks = SINGLE,
     ) -> None:
         if len(train) == 0 or len(valid) == 0:
             raise ValueError("tuning needs at least one train and one valid row")
         self.config, self.model, self.tokenizer, self.answer = config, model, tokenizer, answer
         self.stage, self.train, self.valid = stage, train, valid
+        self.ranks = ranks  # under torchrun: this rank scores its share of each micro-batch (distributed.py)
         self.device = next(model.parameters()).device
         self.pad_id = pad_token_id(tokenizer)
         self.labels = torch.tensor(train.labels, dtype=torch.float32)
@@ -237,17 +240,30 @@ class StageTrainer:
         return self._trunks[split]
 
     def _backward(self, batch: list[PrefixGroup]) -> float:
-        """Forward + backward of one micro-batch; returns its mean loss."""
+        """Forward + backward of this rank's share of one micro-batch; returns its part of the mean loss.
+
+        The BCE sum over the share's rows is divided by the rows of the whole micro-batch, so the ranks'
+        parts (and gradients) add up to the mean one process computes.
+        """
+        mine = self.ranks.shard(batch)
+        if not mine:
+            return 0.0
         trunk = self.trunk("train")
         with autocast_for(self.device):
-            margins, rows = ordered_margins(self.model, batch, self.answer, self.pad_id, trunk)  # [batch]
-        labels = self.labels[rows].to(self.device)  # [batch]
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(margins, labels)
+            margins, rows = ordered_margins(self.model, mine, self.answer, self.pad_id, trunk)  # [share]
+        labels = self.labels[rows].to(self.device)  # [share]
+        n_rows = sum(len(group.rows) for group in batch)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(margins, labels, reduction="sum") / n_rows
         (loss / self.config.grad_accum).backward()
         return float(loss.detach())
 
     def _step(self, state: TrainState, loss: float) -> None:
-        torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], 1.0)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if self.ranks.world > 1:
+            loss = all_reduce_gradients(
+                params, loss
+            )  # the whole micro-batches' gradient and loss, on every rank
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)

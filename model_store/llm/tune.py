@@ -33,6 +33,7 @@ from model_store.llm.checkpoint import (
     read_state,
 )
 from model_store.llm.dataset import CodeLookup, build_prompts, style_for
+from model_store.llm.distributed import SINGLE, Ranks, barrier, rank_device, setup, teardown
 from model_store.llm.models import default_device, load_causal_lm
 from model_store.llm.trainer import StageTrainer
 from model_store.llm.tune_config import ADAPTER_CARD_FILENAME, AdapterCard, TuneConfig
@@ -80,9 +81,14 @@ def attach_lora(model: torch.nn.Module, config: TuneConfig) -> PeftModel:
     return get_peft_model(model, lora)
 
 
-def resume_point(config: TuneConfig, model: PeftModel) -> tuple[TrainState, Path | None]:
-    """The state to start from, and the checkpoint whose optimizer must be restored (None = fresh stage)."""
-    checkpoints = list_checkpoints(Path(config.out_dir)) if config.resume else []
+def resume_point(
+    config: TuneConfig, model: PeftModel, main_out: Path | None = None
+) -> tuple[TrainState, Path | None]:
+    """The state to start from, and the checkpoint whose optimizer must be restored (None = fresh stage).
+
+    Under torchrun every rank resumes from rank 0's checkpoints (`main_out`): all ranks hold the same weights.
+    """
+    checkpoints = list_checkpoints(main_out or Path(config.out_dir)) if config.resume else []
     if not checkpoints:
         return TrainState(), None
     latest = checkpoints[-1]
@@ -100,7 +106,34 @@ def load_codebook(codes_dir: str) -> CodeLookup:
 
 
 def tune(config: TuneConfig, *, codes: CodeLookup | None = None) -> AdapterCard:
-    """Run the configured stages; returns the card of the final adapter (also written to disk)."""
+    """Run the configured stages; returns the card of the final adapter (also written to disk).
+
+    Under `torchrun --nproc_per_node N` the N ranks tune one adapter data-parallel (`distributed.py`); rank 0
+    writes the outputs, rank r its checkpoints under `OUT/.rank{r}/` (removed after a finished run).
+    """
+    device_name = config.device or default_device()
+    ranks = setup(device_name)
+    main_out = Path(config.out_dir)
+    if not ranks.main:
+        config = config.model_copy(update={"out_dir": str(main_out / f".rank{ranks.rank}")})
+    try:
+        card = _tune(config, codes, rank_device(device_name, ranks), ranks, main_out)
+        barrier(ranks)
+        if ranks.main:
+            for scratch in main_out.glob(".rank[0-9]*"):
+                shutil.rmtree(scratch, ignore_errors=True)
+        return card
+    finally:
+        teardown(ranks)
+
+
+def _tune(
+    config: TuneConfig,
+    codes: CodeLookup | None,
+    device_name: str,
+    ranks: Ranks = SINGLE,
+    main_out: Path | None = None,
+) -> AdapterCard:
     out_dir = Path(config.out_dir)
     if codes is None and config.codes is not None:
         codes = load_codebook(config.codes)
@@ -114,12 +147,12 @@ def tune(config: TuneConfig, *, codes: CodeLookup | None = None) -> AdapterCard:
             shutil.rmtree(stale, ignore_errors=True)
     write_json(out_dir / CONFIG_FILENAME, config.model_dump(mode="json"))
 
-    device = torch.device(config.device or default_device())
+    device = torch.device(device_name)
     base, tokenizer = load_causal_lm(config.base_model, dtype=torch.float32, device=str(device))
     model = attach_lora(base, config)
     answer = find_answer_tokens(tokenizer)
     train_table, valid_table = read_split(config.train), read_split(config.valid)
-    state, optimizer_from = resume_point(config, model)
+    state, optimizer_from = resume_point(config, model, main_out)
     while state.stage_index < len(config.stages):
         stage = config.stages[state.stage_index]
         stage_codes = codes if stage == 2 else None
@@ -137,11 +170,12 @@ def tune(config: TuneConfig, *, codes: CodeLookup | None = None) -> AdapterCard:
                 (valid_table, config.max_valid_samples),
             )
         )
-        state = StageTrainer(config, model, tokenizer, answer, stage, train, valid).run(state, optimizer_from)
+        trainer = StageTrainer(config, model, tokenizer, answer, stage, train, valid, ranks)
+        state = trainer.run(state, optimizer_from)
         write_stage_card(config, stage, state)
         optimizer_from = None
         state = state.next_stage()
-    return finish(config, model, state)
+    return finish(config, model, state, world=ranks.world)
 
 
 def write_stage_card(config: TuneConfig, stage: int, state: TrainState) -> None:
@@ -160,7 +194,7 @@ def write_stage_card(config: TuneConfig, stage: int, state: TrainState) -> None:
     write_json(best_dir / ADAPTER_CARD_FILENAME, card.model_dump(mode="json"))
 
 
-def finish(config: TuneConfig, model: PeftModel, state: TrainState) -> AdapterCard:
+def finish(config: TuneConfig, model: PeftModel, state: TrainState, *, world: int = 1) -> AdapterCard:
     """Save the final adapter with its card, and metrics.json (per-stage validations and the loss curve)."""
     out_dir = Path(config.out_dir)
     final_dir = out_dir / FINAL_ADAPTER_DIRNAME
@@ -177,7 +211,8 @@ def finish(config: TuneConfig, model: PeftModel, state: TrainState) -> AdapterCa
         metrics={"valid_auc": best.get("best_auc")},
     )
     write_json(final_dir / ADAPTER_CARD_FILENAME, card.model_dump(mode="json"))
-    write_json(out_dir / METRICS_FILENAME, {"stages": state.stage_results, "losses": state.losses})
+    metrics = {"stages": state.stage_results, "losses": state.losses, "world_size": world}
+    write_json(out_dir / METRICS_FILENAME, metrics)
     return card
 
 
