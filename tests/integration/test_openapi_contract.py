@@ -5,7 +5,7 @@ Before the fix the document allowed 4,096 `item_ids` while the server refused 25
 UTF-8, another charset, gzip, nested too deep) were not documented.
 
     .venv/bin/pytest -m integration tests/integration/test_openapi_contract.py -s      # ~100 examples each
-    .venv/bin/pytest -m slow tests/integration/test_openapi_contract.py -s             # thousands
+    .venv/bin/pytest -m soak tests/integration/test_openapi_contract.py -s             # thousands (~8 min)
 """
 
 from __future__ import annotations
@@ -62,6 +62,6 @@ def test_schemathesis_finds_no_server_error_and_no_undocumented_answer(service: 
     run_schemathesis(service, 100, tmp_path)
 
 
-@pytest.mark.slow
+@pytest.mark.soak
 def test_schemathesis_thousands_of_examples(service: str, tmp_path: Path) -> None:
     run_schemathesis(service, 2000, tmp_path)
