@@ -35,6 +35,10 @@ def running_service(
     }
     args = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port)]
     args += ["--workers", str(workers), "--log-level", "warning"]
+    # Idle keep-alive connections live 30 s, not uvicorn's 5: on a loaded CI box a pooled connection can sit
+    # idle past 5 s while its round's slowest request finishes, and a reuse racing the server's close is a
+    # client-side ReadError, not an answer of the service (the tests hammer with pooled connections).
+    args += ["--timeout-keep-alive", "30"]
     proc = subprocess.Popen(args, cwd=REPO, env=full_env)
     url = f"http://127.0.0.1:{port}"
     try:
