@@ -136,6 +136,16 @@ def _left_padded_states(states: Sequence[torch.Tensor]) -> torch.Tensor:
     return out
 
 
+def embedded_inputs(
+    decoder: Any, groups: Sequence[PrefixGroup], pad_id: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The inputs of layer 0 for a batch of groups: prefixes left-padded [G, P, E], remainders right-padded
+    [N, L, E] (pads are masked by `layout`'s masks)."""
+    prefix_ids = left_padded_ids([group.prefix for group in groups], pad_id)  # [G, P]
+    rest_ids = right_padded_ids([rest for group in groups for rest in group.rests], pad_id)  # [N, L]
+    return decoder.embed_tokens(prefix_ids.to(device)), decoder.embed_tokens(rest_ids.to(device))
+
+
 def run_layers(
     decoder: Any,
     hidden: torch.Tensor,
@@ -269,10 +279,7 @@ def group_margins(
     batch = layout(groups)
     if trunk is None:
         layers = range(len(decoder.layers))
-        prefix_ids = left_padded_ids([group.prefix for group in groups], pad_id)  # [G, P]
-        rest_ids = right_padded_ids([rest for group in groups for rest in group.rests], pad_id)  # [N, L]
-        prefix_in = decoder.embed_tokens(prefix_ids.to(device))  # [G, P, E]
-        rest_in = decoder.embed_tokens(rest_ids.to(device))  # [N, L, E]
+        prefix_in, rest_in = embedded_inputs(decoder, groups, pad_id, device)
     else:
         layers = range(trunk.start, len(decoder.layers))
         prefix_in = _left_padded_states([trunk.prefixes[group.prefix] for group in groups])

@@ -22,9 +22,8 @@ import torch
 from model_store.llm.grouped import (
     PrefixGroup,
     batches_of_groups,
+    embedded_inputs,
     layout,
-    left_padded_ids,
-    right_padded_ids,
     shared_pass,
 )
 
@@ -58,17 +57,10 @@ def compute_trunk(
     rests: dict[int, torch.Tensor] = {}
     for batch_groups in batches_of_groups(groups, batch_size):
         batch = layout(batch_groups)
-        prefix_ids = left_padded_ids([group.prefix for group in batch_groups], pad_id)  # [G, P]
-        rest_ids = right_padded_ids(
-            [rest for group in batch_groups for rest in group.rests], pad_id
-        )  # [N, L]
+        prefix_in, rest_in = embedded_inputs(decoder, batch_groups, pad_id, device)
         prefix_out, rest_out = shared_pass(
-            decoder,
-            batch,
-            decoder.embed_tokens(prefix_ids.to(device)),
-            decoder.embed_tokens(rest_ids.to(device)),
-            range(start),
-        )  # [G, P, E], [N, L, E]
+            decoder, batch, prefix_in, rest_in, range(start)
+        )  # [G,P,E], [N,L,E]
         width = prefix_out.shape[1]
         for g, group in enumerate(batch_groups):
             prefixes[group.prefix] = prefix_out[g, width - len(group.prefix) :].clone()
