@@ -55,6 +55,13 @@ class LocalSettings(BaseModel):
 
     model_dir: Path = Field(default=DEFAULT_LOCAL_MODEL_DIR, description="A servable model directory.")
     max_batch_prompts: int = Field(default=256, ge=1, description="Micro-batch limit, in prompts.")
+    small_job_prompts: int = Field(
+        default=4,
+        ge=0,
+        description="Jobs of at most this many prompts are scored first, in a call of their own, when a "
+        "micro-batch also holds larger jobs (so a 1-candidate request does not wait for large chunks); "
+        "0 = one call per micro-batch.",
+    )
     batch_wait_ms: float = Field(default=2.0, ge=0, description="How long to gather concurrent requests.")
     threads: int | None = Field(
         default=None, ge=1, description="torch intra-op threads; None = torch default."

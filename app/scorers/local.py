@@ -12,6 +12,11 @@ each forward pass fast, the event loop free, and pays the thread hand-off once p
 concurrent requests that share a prefix (the same user and wording) are merged, so the shared prefix is
 computed once for all of them. The cost is up to `batch_wait_ms` of added latency under light load.
 
+Fairness: a batch that mixes small jobs (at most `small_job_prompts` prompts: a 1-candidate request, the tail
+of a chunked one) with larger ones runs as two calls, the small jobs first, so their answers do not wait for
+the large chunks they were gathered with; they wait only for the call already running, whose size
+`max_batch_prompts` bounds (and the service's chunking keeps each large request to one chunk in the queue).
+
     BINLLM_BACKEND=local BINLLM_LOCAL__MODEL_DIR=artifacts/demo/model uvicorn app.main:app
 """
 
@@ -99,11 +104,17 @@ class LocalScorer:
     name = "local"
 
     def __init__(
-        self, loader: Callable[[], PrefixScorer], *, batch_wait_ms: float = 2.0, max_batch_prompts: int = 256
+        self,
+        loader: Callable[[], PrefixScorer],
+        *,
+        batch_wait_ms: float = 2.0,
+        max_batch_prompts: int = 256,
+        small_job_prompts: int = 4,
     ) -> None:
         self._loader = loader
         self._wait_s = batch_wait_ms / 1000.0
         self._max_prompts = max_batch_prompts
+        self._small_prompts = small_job_prompts
         self._scorer: PrefixScorer | None = None
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
         self._tasks: list[asyncio.Task[Any]] = []
@@ -117,6 +128,7 @@ class LocalScorer:
             lambda: load_prompt_scorer(settings.model_dir, settings.threads, settings.dtype),
             batch_wait_ms=settings.batch_wait_ms,
             max_batch_prompts=settings.max_batch_prompts,
+            small_job_prompts=settings.small_job_prompts,
         )
 
     async def start(self) -> None:
@@ -160,22 +172,33 @@ class LocalScorer:
             n_prompts += job.n_prompts
         return batch
 
+    def _calls(self, batch: list[_Job]) -> list[list[_Job]]:
+        """The model calls for one batch: small jobs first, on their own, when larger jobs came with them."""
+        small = [job for job in batch if job.n_prompts <= self._small_prompts]
+        large = [job for job in batch if job.n_prompts > self._small_prompts]
+        return [small, large] if small and large else [batch]
+
+    async def _run(self, jobs: list[_Job]) -> None:
+        """One worker-thread call for `jobs`; each job's future gets its scores or the call's error."""
+        jobs = [job for job in jobs if not job.future.done()]  # drop cancelled
+        if not jobs or self._scorer is None:
+            return
+        self.batches_run += 1
+        try:
+            results = await asyncio.to_thread(score_batch, self._scorer, [job.groups for job in jobs])
+        except Exception as exc:
+            for job in jobs:
+                if not job.future.done():
+                    job.future.set_exception(exc)
+            return
+        for job, result in zip(jobs, results, strict=True):
+            if not job.future.done():
+                job.future.set_result(result)
+
     async def _batch_forever(self) -> None:
         while True:
-            batch = [job for job in await self._gather() if not job.future.done()]  # drop cancelled
-            if not batch or self._scorer is None:
-                continue
-            self.batches_run += 1
-            try:
-                results = await asyncio.to_thread(score_batch, self._scorer, [job.groups for job in batch])
-            except Exception as exc:
-                for job in batch:
-                    if not job.future.done():
-                        job.future.set_exception(exc)
-                continue
-            for job, result in zip(batch, results, strict=True):
-                if not job.future.done():
-                    job.future.set_result(result)
+            for jobs in self._calls(await self._gather()):
+                await self._run(jobs)
 
     async def ready(self) -> bool:
         """True once the model is loaded and the batcher runs."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -72,6 +73,57 @@ def test_batch_stops_gathering_at_the_prompt_limit() -> None:
         return scorer.batches_run
 
     assert asyncio.run(run()) == 2
+
+
+def test_small_jobs_gathered_with_large_ones_run_first_in_a_call_of_their_own() -> None:
+    """Two 32-candidate chunks and a 1-candidate request in one window: the small one is answered while the
+    (slow) large call runs, so it never waits for chunks it was gathered with."""
+    model = FakeModel()
+    done_before_large: list[bool] = []
+    small_future: list[asyncio.Future[list[list[float]]]] = []
+
+    class Watching(FakeModel):
+        def score_groups(self, groups: Sequence[tuple[str, Sequence[str]]]) -> list[list[float]]:
+            if sum(len(s) for _, s in groups) > 1:
+                time.sleep(0.5)  # the large call takes a while; the small answer is out by its end
+                done_before_large.append(small_future[0].done())
+            return model.score_groups(groups)
+
+    large = [[PromptGroup(f"big{i} ", tuple(f"c{j}" for j in range(32)))] for i in range(2)]
+    small = [PromptGroup("small ", ("c0",))]
+
+    async def run() -> list[list[list[float]]]:
+        scorer = LocalScorer(Watching, batch_wait_ms=50.0)
+        await scorer.start()
+        while not await scorer.ready():
+            await asyncio.sleep(0.001)
+        small_future.append(asyncio.ensure_future(scorer.score(small)))
+        results = await asyncio.gather(*(scorer.score(groups) for groups in large))
+        results.append(await small_future[0])
+        await scorer.aclose()
+        return list(results)
+
+    results = asyncio.run(run())
+    assert results == [expected(large[0]), expected(large[1]), expected(small)]
+    assert [len(call) for call in model.calls] == [1, 2]  # the small job alone, then both large chunks
+    assert done_before_large == [True]
+
+
+def test_small_job_calls_can_be_turned_off() -> None:
+    model = FakeModel()
+
+    async def run() -> None:
+        scorer = LocalScorer(lambda: model, batch_wait_ms=50.0, small_job_prompts=0)
+        await scorer.start()
+        while not await scorer.ready():
+            await asyncio.sleep(0.001)
+        await asyncio.gather(
+            scorer.score([PromptGroup("a", ("x",))]), scorer.score([PromptGroup("b", ("x", "y", "z"))])
+        )
+        await scorer.aclose()
+
+    asyncio.run(run())
+    assert [len(call) for call in model.calls] == [2]
 
 
 def test_requests_before_the_model_loads_are_unavailable() -> None:
