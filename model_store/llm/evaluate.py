@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 from peft import PeftModel
 
 from model_store.contract.fusion import ScoreFusion
@@ -106,6 +107,39 @@ def blended_scores(
     )
 
 
+@dataclass(frozen=True)
+class SplitPrompts:
+    """A split's (kept) rows as the model wants them prompted: what `score_split` and bench/bf16_quality.py score."""
+
+    plan: PromptingPlan
+    prompt_codes: CodeLookup | None  # the codes the prompts carry: None for a text-only model
+    table: pa.Table  # the whole split as read
+    data: PromptSet  # the kept rows' prompts, in file order
+
+
+def split_prompts(
+    model_dir: Path,
+    split: str | Path,
+    *,
+    adapter_dir: Path | None = None,
+    codes: CodeLookup | None = None,
+    max_samples: int | None = None,
+    seed: int = 0,
+    style_override: dict[str, Any] | None = None,
+) -> SplitPrompts:
+    """Prompts of a split in the model's style; `max_samples` keeps whole (user, history) groups, seeded."""
+    plan = prompting_plan(model_dir, adapter_dir, codes)
+    prompt_codes = codes if plan.with_codes else None
+    style = plan.style.model_copy(update=style_override or {})
+    if prompt_codes is not None and prompt_codes.bits != style.bits:
+        raise ValueError(f"codes have {prompt_codes.bits} bits but the model was tuned on {style.bits}")
+    table = read_split(split)
+    data = build_prompts(
+        table, codes=prompt_codes, style=style, max_samples=max_samples, seed=seed, sample_groups=True
+    )
+    return SplitPrompts(plan, prompt_codes, table, data)
+
+
 def score_split(
     model_dir: str | Path,
     split: str | Path,
@@ -128,15 +162,16 @@ def score_split(
     """
     model_path = Path(model_dir)
     adapter_path = Path(adapter_dir) if adapter_dir is not None else None
-    plan = prompting_plan(model_path, adapter_path, codes)
-    prompt_codes = codes if plan.with_codes else None
-    style = plan.style.model_copy(update=style_override or {})
-    if prompt_codes is not None and prompt_codes.bits != style.bits:
-        raise ValueError(f"codes have {prompt_codes.bits} bits but the model was tuned on {style.bits}")
-    table = read_split(split)
-    data = build_prompts(
-        table, codes=prompt_codes, style=style, max_samples=max_samples, seed=seed, sample_groups=True
+    prompted = split_prompts(
+        model_path,
+        split,
+        adapter_dir=adapter_path,
+        codes=codes,
+        max_samples=max_samples,
+        seed=seed,
+        style_override=style_override,
     )
+    plan, prompt_codes, table, data = prompted.plan, prompted.prompt_codes, prompted.table, prompted.data
     scorer = load_scorer(model_path, adapter_path, device)
     margins = score_margins(
         scorer.model, scorer.tokenizer, data, scorer.answer_tokens, batch_size=batch_size, progress=progress

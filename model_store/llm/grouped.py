@@ -288,8 +288,10 @@ def group_margins(
     last = hidden[torch.arange(hidden.shape[0], device=device), (batch.lengths - 1).to(device)]  # [N, E]
     last = decoder.norm(last)  # RMSNorm is per position: norming only the read positions is the same
     weight = model.get_output_embeddings().weight  # type: ignore[operator]  # [V, E]
-    direction = weight[answer.yes_id] - weight[answer.no_id]  # [E]: z_yes - z_no = last . (w_yes - w_no)
-    return last.float() @ direction.float()  # [N]
+    # z_yes - z_no = last . (w_yes - w_no), in fp32 whatever the weights' dtype (bf16 serving): the
+    # difference of two bf16 rows rounded back to bf16 would lose the margin's low bits.
+    direction = weight[answer.yes_id].float() - weight[answer.no_id].float()  # [E]
+    return last.float() @ direction  # [N]
 
 
 def ordered_margins(

@@ -1,0 +1,232 @@
+"""What serving in bf16 costs in quality: the same ML-1M valid rows scored in fp32 and in bf16, AUC/UAUC compared.
+
+The served model directory is loaded twice (`load_causal_lm(dtype=float32)`, then `bfloat16`) and each copy
+scores the very same rows through `PromptScorer.score_groups`, the path the embedded service runs, with the
+Yes/No tokens its manifest records. Only the weights and activations change dtype: the Yes/No margin and the
+sigmoid stay in fp32 in both. Rows and prompts are built as `binllm llm eval` builds them
+(`evaluate.split_prompts`: the model's prompt style and codes, `--max-samples` keeping whole (user, history)
+groups, seeded), so `binllm llm eval --max-samples N --seed S` scores the same rows. The served score is the
+manifest's blend when it declares one (as `/predict` and `llm eval` do), else P(Yes).
+
+    python bench/bf16_quality.py [--model artifacts/demo/model] [--codes artifacts/demo/codes] \\
+        [--split ../shared/data/ml-1m-collm/valid_ood2.jsonl.gz] [--max-samples 1000] [--threads 2]
+
+Prints one JSON line per dtype (auc, uauc, logloss, n, seconds, candidates_per_s), then, last, the summary:
+fp32 and bf16 AUC/UAUC and their differences, `within_0_001` (both |d_auc| and |d_uauc| <= 0.001), the max
+and p99 absolute difference of P(Yes) per row, and the CPU, whether it has native bf16, and torch's threads.
+On a CPU without AVX512-BF16/AMX, bf16 is emulated: its speed there says nothing about a native-bf16 box.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from model_store.contract.fusion import ScoreFusion
+from model_store.contract.snapshot import MANIFEST_FILENAME, ModelManifest
+from model_store.llm.answer import AnswerTokens, find_answer_tokens
+from model_store.llm.dataset import CodeLookup, PromptSet
+from model_store.llm.evaluate import SplitPrompts, blended_scores, read_fusion, split_prompts
+from model_store.llm.models import cpu_has_bf16, default_device, load_causal_lm
+from model_store.llm.scorer import PromptScorer
+from model_store.metrics import evaluate_scores
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_MODEL = ROOT / "artifacts/demo/model"  # what `make serve` serves (app default local.model_dir)
+DEFAULT_CODES = ROOT / "artifacts/demo/codes"  # the codes `make demo` publishes with it
+DEFAULT_SPLIT = ROOT.parent / "shared/data/ml-1m-collm/valid_ood2.jsonl.gz"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+TOLERANCE = 0.001  # issue 10: AUC and UAUC in bf16 within 0.001 of fp32
+
+
+def text_groups(data: PromptSet) -> tuple[list[tuple[str, list[str]]], list[list[int]]]:
+    """The rows as the service's (prefix, suffixes) groups, one per distinct user prefix, and their row indices."""
+    rows_of: dict[str, list[int]] = {}
+    for row, prefix in enumerate(data.prefixes):
+        rows_of.setdefault(prefix, []).append(row)
+    groups = [
+        (prefix, [data.prompts[row][len(prefix) :] for row in rows]) for prefix, rows in rows_of.items()
+    ]
+    return groups, list(rows_of.values())
+
+
+def calls_of(sizes: Sequence[int], rows_per_call: int) -> list[range]:
+    """Consecutive runs of whole groups holding at most `rows_per_call` rows (a bigger group goes alone)."""
+    calls, start, rows = [], 0, 0
+    for index, size in enumerate(sizes):
+        if rows and rows + size > rows_per_call:
+            calls.append(range(start, index))
+            start, rows = index, 0
+        rows += size
+    if start < len(sizes):
+        calls.append(range(start, len(sizes)))
+    return calls
+
+
+def answer_tokens(model_dir: Path, scorer_tokenizer: Any) -> AnswerTokens:
+    """The Yes/No tokens the manifest records (as the service reads them), else the tokenizer's."""
+    manifest_path = model_dir / MANIFEST_FILENAME
+    if manifest_path.is_file():
+        manifest = ModelManifest.model_validate_json(manifest_path.read_bytes())
+        return AnswerTokens(
+            manifest.yes_token, manifest.no_token, manifest.yes_token_id, manifest.no_token_id
+        )
+    return find_answer_tokens(scorer_tokenizer)
+
+
+def score_rows(
+    model_dir: Path, dtype: torch.dtype, data: PromptSet, *, device: str, batch_size: int, rows_per_call: int
+) -> tuple[np.ndarray, float]:
+    """P(Yes) per row of `data` with the weights in `dtype`, and the seconds the scoring took (not the load)."""
+    model, tokenizer = load_causal_lm(model_dir, dtype=dtype, device=device)
+    scorer = PromptScorer(model, tokenizer, answer_tokens(model_dir, tokenizer))
+    groups, rows = text_groups(data)
+    p_yes = np.zeros(len(data), dtype=np.float64)  # [N]
+    scorer.score_groups([(groups[0][0], groups[0][1][:1])], batch_size=batch_size)  # warm-up, untimed
+    started = time.perf_counter()
+    for call in calls_of([len(suffixes) for _, suffixes in groups], rows_per_call):
+        scored = scorer.score_groups([groups[index] for index in call], batch_size=batch_size)
+        for index, scores in zip(call, scored, strict=True):
+            p_yes[rows[index]] = scores
+    seconds = time.perf_counter() - started
+    del scorer, model
+    return p_yes, seconds
+
+
+def served_scores(
+    fusion: ScoreFusion | None, prompted: SplitPrompts, codes: CodeLookup | None, p_yes: np.ndarray
+) -> np.ndarray:
+    """What /predict returns for these rows: the manifest's blend of P(Yes) and the codes, else P(Yes)."""
+    if fusion is None:
+        return p_yes
+    data = prompted.data
+    with_codes = np.array(
+        [
+            prompted.prompt_codes is not None
+            and prompted.prompt_codes.user_code(u) is not None
+            and prompted.prompt_codes.item_code(i) is not None
+            for u, i in zip(data.uids, data.iids, strict=True)
+        ]
+    )
+    return blended_scores(fusion, p_yes, data, codes, with_codes)
+
+
+def cpu_name() -> str:
+    """The CPU's model name from /proc/cpuinfo (platform's answer elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="servable model directory")
+    parser.add_argument("--codes", type=Path, default=DEFAULT_CODES, help="codes directory for the prompts")
+    parser.add_argument(
+        "--no-codes", action="store_true", help="score text-only prompts (no codes directory)"
+    )
+    parser.add_argument("--split", type=Path, default=DEFAULT_SPLIT)
+    parser.add_argument("--max-samples", type=int, default=1000, help="rows kept, whole groups (0 = all)")
+    parser.add_argument("--seed", type=int, default=0, help="the draw of `binllm llm eval --seed`")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    parser.add_argument("--device", help="cpu or cuda (default: cuda when present)")
+    parser.add_argument("--batch-size", type=int, default=16, help="candidate rows per remainder chunk")
+    parser.add_argument("--rows-per-call", type=int, default=64, help="rows per score_groups call")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Score the rows in both dtypes, print a JSON line per dtype and the summary line; return the summary."""
+    args = parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    device = args.device or default_device()
+    codes: CodeLookup | None = None
+    if not args.no_codes:
+        from model_store.llm.tune import load_codebook
+
+        codes = load_codebook(str(args.codes))
+    prompted = split_prompts(
+        args.model, args.split, codes=codes, max_samples=args.max_samples or None, seed=args.seed
+    )
+    data, plan = prompted.data, prompted.plan
+    fusion = read_fusion(args.model, None)
+    p_yes: dict[str, np.ndarray] = {}
+    lines: dict[str, dict[str, Any]] = {}
+    for name, dtype in DTYPES.items():
+        p_yes[name], seconds = score_rows(
+            args.model,
+            dtype,
+            data,
+            device=device,
+            batch_size=args.batch_size,
+            rows_per_call=args.rows_per_call,
+        )
+        score = served_scores(fusion, prompted, codes, p_yes[name])
+        line: dict[str, Any] = {"dtype": name, **evaluate_scores(data.uids, data.labels, score)}
+        if fusion is not None:
+            line["p_yes"] = dict(evaluate_scores(data.uids, data.labels, p_yes[name]))
+        line.update(seconds=round(seconds, 3), candidates_per_s=round(len(data) / seconds, 2))
+        lines[name] = line
+        print(json.dumps(line, sort_keys=True), flush=True)
+    fp32, bf16 = lines["float32"], lines["bfloat16"]
+    diff = np.abs(p_yes["bfloat16"] - p_yes["float32"])  # [N]
+    summary: dict[str, Any] = {
+        "auc_fp32": fp32["auc"],
+        "auc_bf16": bf16["auc"],
+        "d_auc": bf16["auc"] - fp32["auc"],
+        "uauc_fp32": fp32["uauc"],
+        "uauc_bf16": bf16["uauc"],
+        "d_uauc": bf16["uauc"] - fp32["uauc"],
+        "max_abs_diff": float(diff.max()),
+        "p99_abs_diff": float(np.quantile(diff, 0.99)),
+        "mean_abs_diff": float(diff.mean()),
+        "score": "blend" if fusion is not None else "p_yes",
+        "n_rows": len(data),
+        # rows a code-tuned model saw in the text-only wording, counted as `binllm llm eval` counts them
+        "n_cold": (data.n_cold if prompted.prompt_codes is not None else len(data)) if plan.with_codes else 0,
+        "with_codes": plan.with_codes,
+        "split": str(args.split),
+        "max_samples": args.max_samples,
+        "seed": args.seed,
+        "model": str(args.model),
+        "device": device,
+        "cpu": cpu_name(),
+        "cpu_has_bf16": cpu_has_bf16(),
+        "bf16_native": device.startswith("cuda") or cpu_has_bf16(),
+        "torch_threads": torch.get_num_threads(),
+        "bf16_speedup": round(fp32["seconds"] / bf16["seconds"], 3),
+    }
+    summary["within_0_001"] = bool(abs(summary["d_auc"]) <= TOLERANCE and abs(summary["d_uauc"]) <= TOLERANCE)
+    if fusion is not None:  # a blend is served: P(Yes) alone as well
+        summary["p_yes_d_auc"] = bf16["p_yes"]["auc"] - fp32["p_yes"]["auc"]
+        summary["p_yes_d_uauc"] = bf16["p_yes"]["uauc"] - fp32["p_yes"]["uauc"]
+    if plan.with_codes and prompted.prompt_codes is None:
+        summary["warning"] = "the model was tuned with codes but none were given: every row is text-only"
+    elif (
+        plan.code_version is not None
+        and prompted.prompt_codes is not None
+        and prompted.prompt_codes.version != plan.code_version
+    ):
+        summary["warning"] = (
+            f"codes version {prompted.prompt_codes.version} != tuned with {plan.code_version}"
+        )
+    print(json.dumps(summary, sort_keys=True), flush=True)
+    return summary
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

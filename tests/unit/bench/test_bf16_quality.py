@@ -1,0 +1,82 @@
+"""bench/bf16_quality.py scores the same rows in fp32 and bf16 and prints their AUCs and score differences."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from model_store.data.io import rows_to_table, write_split
+
+BENCH = Path(__file__).resolve().parents[3] / "bench" / "bf16_quality.py"
+
+
+def bench_module() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("bf16_quality", BENCH)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """The tiny model gains nothing from threads; on a busy 2-core box two threads run far slower."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def split(tmp_path: Path) -> Path:
+    histories = [["", "Heat (1995)"], ["Heat (1995)", "Fargo (1996)"], ["Alien (1979)"], ["Heat (1995)"]]
+    rows = [
+        {
+            "uid": uid,
+            "iid": iid,
+            "label": int((uid * 7 + iid * 3) % 5 < 2),
+            "timestamp": uid * 1000 + iid,
+            "his": [0, 5],
+            "his_title": histories[uid],
+            "title": f"Film {iid} (1999)",
+            "flag": 0,
+            "not_cold": 1,
+        }
+        for uid in range(4)
+        for iid in range(10, 18)
+    ]
+    return write_split(rows_to_table(rows), tmp_path / "valid.parquet")
+
+
+def test_groups_and_calls_cover_every_row_once() -> None:
+    bench = bench_module()
+    assert bench.calls_of([3, 2, 5, 1], 5) == [range(0, 2), range(2, 3), range(3, 4)]
+    assert bench.calls_of([9], 4) == [range(0, 1)]
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_scores_the_same_rows_in_both_dtypes_and_prints_the_summary_last(
+    tiny_llama_dir: Path, split: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--model", str(tiny_llama_dir), "--no-codes", "--split", str(split), "--device", "cpu"]
+    summary = bench_module().main([*argv, "--max-samples", "24", "--rows-per-call", "10"])
+    lines = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert [line.get("dtype") for line in lines] == ["float32", "bfloat16", None]
+    assert lines[-1] == summary
+    for line in lines[:2]:
+        assert {"auc", "uauc", "logloss", "n", "seconds", "candidates_per_s"} <= set(line)
+        assert line["n"] == 24
+    expected = {"auc_fp32", "auc_bf16", "d_auc", "uauc_fp32", "uauc_bf16", "d_uauc", "max_abs_diff"}
+    expected |= {"p99_abs_diff", "within_0_001", "n_rows", "cpu", "cpu_has_bf16", "torch_threads"}
+    assert expected <= set(summary)
+    assert summary["n_rows"] == 24 and summary["torch_threads"] == 1
+    assert summary["auc_fp32"] == lines[0]["auc"] and summary["auc_bf16"] == lines[1]["auc"]
+    assert abs(summary["d_auc"]) < 0.05 and abs(summary["d_uauc"]) < 0.1
+    assert 0 < summary["p99_abs_diff"] <= summary["max_abs_diff"] < 0.05  # bf16 really ran, and stayed close
