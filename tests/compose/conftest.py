@@ -1,7 +1,8 @@
 """The docker-compose.yml of the repository root, as `docker compose config` would see it with no .env file.
 
 Compose interpolates `${VAR:-default}` before it validates; these fixtures do the same with an empty
-environment, so every test checks the defaults a fresh checkout runs with.
+environment, so every test checks the defaults a fresh checkout runs with. `scaled` is docker-compose.yml with
+docker-compose.scale.yml merged over it (`docker compose -f docker-compose.yml -f docker-compose.scale.yml`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO / "docker-compose.yml"
+SCALE_FILE = REPO / "docker-compose.scale.yml"
 _VARIABLE = re.compile(
     r"\$\$|\$\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<default>[^}]*))?\}|\$(?P<bare>[A-Za-z_][A-Za-z0-9_]*)"
 )
@@ -39,6 +41,20 @@ def interpolate(text: str, env: dict[str, str]) -> str:
         return value or ""
 
     return _VARIABLE.sub(substitute, text)
+
+
+def merge_override(base: Any, override: Any) -> Any:
+    """Compose's merge of an override file, for mappings: key by key, recursively; anything else replaces.
+
+    Compose v2 and v1.29 agree on mappings (`environment`, `depends_on`, ...) but not on every sequence, so
+    docker-compose.scale.yml holds mappings and scalars only (tests/compose/test_compose_scale.py checks it).
+    """
+    if isinstance(base, dict) and isinstance(override, dict):
+        merged = dict(base)
+        for key, value in override.items():
+            merged[key] = merge_override(base[key], value) if key in base else value
+        return merged
+    return override
 
 
 @pytest.fixture(scope="session")
@@ -69,3 +85,17 @@ def compose_with() -> Callable[[dict[str, str]], dict[str, Any]]:
         return data
 
     return load
+
+
+@pytest.fixture(scope="session")
+def scale_override() -> dict[str, Any]:
+    """docker-compose.scale.yml, interpolated, as plain data."""
+    data: dict[str, Any] = yaml.safe_load(interpolate(SCALE_FILE.read_text(), env={}))
+    return data
+
+
+@pytest.fixture(scope="session")
+def scaled(compose: dict[str, Any], scale_override: dict[str, Any]) -> dict[str, Any]:
+    """docker-compose.yml with docker-compose.scale.yml merged over it."""
+    data: dict[str, Any] = merge_override(compose, scale_override)
+    return data

@@ -114,8 +114,8 @@ def test_host_ports_are_unique(services: dict[str, dict[str, Any]]) -> None:
 
 
 def test_redis_and_vllm_are_not_published_on_the_host(services: dict[str, dict[str, Any]]) -> None:
-    assert "ports" not in services["redis"]
-    assert "ports" not in services["vllm"]
+    for name in ["redis", "vllm", "vllm-2"]:
+        assert "ports" not in services[name], name
 
 
 def test_profiles_split_default_stack_job_publisher_and_cpu_api(services: dict[str, dict[str, Any]]) -> None:
@@ -124,6 +124,7 @@ def test_profiles_split_default_stack_job_publisher_and_cpu_api(services: dict[s
     assert services["publish"]["profiles"] == ["publish"]
     assert services["api-cpu"]["profiles"] == ["cpu"]
     assert services["job"]["profiles"] == ["job"]
+    assert services["vllm-2"]["profiles"] == ["scale"]  # the second GPU (tests/compose/test_compose_scale.py)
 
 
 def test_publisher_is_a_one_shot_job(services: dict[str, dict[str, Any]]) -> None:
