@@ -42,10 +42,11 @@ from app.readiness import check_readiness
 from app.schemas import ItemScore, PredictRequest, PredictResponse, ReadyResponse
 from app.scorers.base import PromptGroup, Scorer
 from app.store.base import CatalogLookup, CatalogStore, history_titles
-from model_store.contract.fusion import ScoreFusion
+from model_store.contract.fusion import CodeScore, ScoreFusion
 from model_store.contract.prompts import (
     CandidateItem,
     UserContext,
+    fill_unknown,
     render_candidate_suffix,
     render_user_prefix,
 )
@@ -65,20 +66,33 @@ class PromptPlan:
     cold_reason: str | None  # "model", "user" or "item" (the latter when only some items lack codes)
 
 
-def plan_prompts(user: UserContext, items: dict[str, CandidateItem], model: ModelManifest) -> PromptPlan:
+def plan_prompts(
+    user: UserContext,
+    items: dict[str, CandidateItem],
+    model: ModelManifest,
+    code_score: CodeScore | None = None,
+) -> PromptPlan:
     """Group distinct candidates by wording so each group shares one user prefix.
 
-    Codes are used only when the model was tuned with them and both the user and the item have one.
+    Codes are used only when the model was tuned with them and both the user and the item have one, or,
+    when the model's style says `unknown_codes="learned"`, the snapshot's learned unknown code stands in
+    for a missing one. Candidates without a code of their own are listed in `cold` either way.
     """
     style = model.prompt_style
+    unknown = code_score if style.unknown_codes == "learned" else None
+    user_known = user.code is not None
+    if unknown is not None:
+        user = user.model_copy(update={"code": fill_unknown(user.code, unknown.unknown_user_code, style)})
     warm_ok = model.with_codes and user.code is not None
     suffixes: dict[bool, list[str]] = {True: [], False: []}
     where: dict[str, tuple[bool, int]] = {}
     cold: list[str] = []
     for item_id, item in items.items():
-        codes = warm_ok and item.code is not None
-        if not codes:
+        if not (model.with_codes and user_known and item.code is not None):
             cold.append(item_id)
+        if unknown is not None:
+            item = item.model_copy(update={"code": fill_unknown(item.code, unknown.unknown_item_code, style)})
+        codes = warm_ok and item.code is not None
         where[item_id] = (codes, len(suffixes[codes]))
         suffixes[codes].append(render_candidate_suffix(item, style, with_codes=codes))
     groups: list[PromptGroup] = []
@@ -91,9 +105,7 @@ def plan_prompts(user: UserContext, items: dict[str, CandidateItem], model: Mode
             groups.append(PromptGroup(prefix=prefix, suffixes=tuple(suffixes[codes])))
             group_with_codes.append(codes)
     slots = {item_id: (group_index[codes], pos) for item_id, (codes, pos) in where.items()}
-    reason = (
-        None if not cold else "model" if not model.with_codes else "user" if user.code is None else "item"
-    )
+    reason = None if not cold else "model" if not model.with_codes else "user" if not user_known else "item"
     return PromptPlan(
         groups=groups, group_with_codes=group_with_codes, slots=slots, cold=cold, cold_reason=reason
     )
@@ -187,7 +199,7 @@ class PredictService:
             raise UnknownItemsError(unknown, param="item_ids")
         user = self._user_context(lookup, history)
         items = {i: CandidateItem(title=lookup.items[i].title, code=lookup.items[i].code) for i in candidates}
-        plan = plan_prompts(user, items, lookup.manifest.model)
+        plan = plan_prompts(user, items, lookup.manifest.model, lookup.manifest.code_score)
         if plan.cold_reason is not None:
             metrics.COLD_STARTS.labels(plan.cold_reason).inc(len(plan.cold))
         try:

@@ -34,6 +34,7 @@ from model_store.contract.bincode import DEFAULT_BITS, CodeMode, render_code
 Domain = Literal["movie", "book"]
 AnswerBreak = Literal["newline", "literal"]
 Layout = Literal["paper", "serving"]
+UnknownCodes = Literal["text_only", "learned"]
 
 MAX_HISTORY_TITLES = 10
 ANSWER_CUE = "#Answer:"
@@ -56,6 +57,12 @@ class PromptStyle(BaseModel):
         default="paper",
         description="'paper': the papers' wording; 'serving': candidate-independent words first, "
         "so each candidate adds only title, code and answer cue.",
+    )
+    unknown_codes: UnknownCodes = Field(
+        default="text_only",
+        description="A user or item without a code: 'text_only' = the text-only wording (the papers); "
+        "'learned' = the codebook's learned unknown code of its side stands in, so the BinLLM wording "
+        "and the other side's code stay in the prompt.",
     )
 
     @property
@@ -86,6 +93,18 @@ def format_history(titles: Sequence[str]) -> str:
     """The last <= 10 non-empty titles, each in double quotes, joined by ', ' (oldest first)."""
     kept = [title for title in titles if title][-MAX_HISTORY_TITLES:]
     return ", ".join(f'"{title}"' for title in kept)
+
+
+def fill_unknown(code: int | None, unknown: int | None, style: PromptStyle) -> int | None:
+    """The code a prompt writes for one side: its own, or, when the style says 'learned', the unknown code.
+
+    Why: the train split of ML-1M has no cold items, and a cold row in text-only wording loses the user's
+    code too; the codes model scores such rows with its learned unknown code (trained by id dropout), and
+    a BinLLM that sees that code keeps the user's code and ranks cold rows (README, "The tuned ML-1M model").
+    """
+    if code is None and style.unknown_codes == "learned":
+        return unknown
+    return code
 
 
 def uses_codes(user: UserContext, item: CandidateItem) -> bool:

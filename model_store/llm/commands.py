@@ -51,9 +51,12 @@ def _codes(codes: Path | None) -> CodeLookup | None:
     return load_codebook(str(codes))
 
 
-def _style_override(layout: str | None, code_mode: str | None) -> dict[str, str]:
+def _style_override(
+    layout: str | None, code_mode: str | None, unknown_codes: str | None = None
+) -> dict[str, str]:
     """The prompt-style fields given on the command line, checked by PromptStyle itself."""
-    given = {key: value for key, value in (("layout", layout), ("code_mode", code_mode)) if value is not None}
+    fields = (("layout", layout), ("code_mode", code_mode), ("unknown_codes", unknown_codes))
+    given = {key: value for key, value in fields if value is not None}
     try:
         PromptStyle.model_validate(given)
     except ValidationError as exc:
@@ -128,6 +131,20 @@ def tune_command(
     domain: Annotated[
         str | None, typer.Option("--domain", help="'movie' (ML-1M) or 'book' (Amazon-Book).")
     ] = None,
+    unknown_codes: Annotated[
+        str | None,
+        typer.Option(
+            "--unknown-codes", help="'learned': a missing code is the codebook's unknown code; 'text_only'."
+        ),
+    ] = None,
+    unknown_item_share: Annotated[
+        float | None,
+        typer.Option("--unknown-item-share", help="Stage 2 train rows shown the unknown item code."),
+    ] = None,
+    init_adapter: Annotated[
+        Path | None,
+        typer.Option("--init-adapter", help="Start from this adapter's LoRA weights (same LoRA shape)."),
+    ] = None,
     seed: Annotated[int | None, typer.Option("--seed")] = None,
     device: Annotated[
         str | None, typer.Option("--device", help="cuda / cpu; default: CUDA when present.")
@@ -144,7 +161,13 @@ def tune_command(
     from model_store.llm.tune import tune
     from model_store.llm.tune_config import TuneConfig
 
-    style_given = {"layout": layout, "code_mode": code_mode, "answer_break": answer_break, "domain": domain}
+    style_given = {
+        "layout": layout,
+        "code_mode": code_mode,
+        "answer_break": answer_break,
+        "domain": domain,
+        "unknown_codes": unknown_codes,
+    }
     options = {
         "stages": tuple(int(stage) for stage in _csv(stages)) if stages is not None else None,
         "epochs": epochs,
@@ -163,6 +186,8 @@ def tune_command(
         "lora_top_layers": lora_top_layers,
         "share_prefixes": share_prefixes,
         "cache_trunk": cache_trunk,
+        "unknown_item_share": unknown_item_share,
+        "init_adapter": str(init_adapter) if init_adapter is not None else None,
         "seed": seed,
         "device": device,
     }
@@ -209,6 +234,10 @@ def eval_command(
         str | None, typer.Option("--layout", help="Override the prompt layout (a bare model has no card).")
     ] = None,
     code_mode: Annotated[str | None, typer.Option("--code-mode", help="Override the code text form.")] = None,
+    unknown_codes: Annotated[
+        str | None,
+        typer.Option("--unknown-codes", help="Override: 'text_only' or 'learned' (cold rows keep codes)."),
+    ] = None,
     report: Annotated[
         Path | None,
         typer.Option(
@@ -246,7 +275,7 @@ def eval_command(
         batch_size=batch_size,
         device=device,
         progress=progress,
-        style_override=_style_override(layout, code_mode),
+        style_override=_style_override(layout, code_mode, unknown_codes),
     )
     if report is not None:
         _write_eval_report(

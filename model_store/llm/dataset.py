@@ -2,8 +2,11 @@
 
 Stage 1 of BinLLM tuning (Zhang et al., ACL 2024, section 3.3) sees text-only prompts; stage 2 sees the same
 rows with the user's and the item's binary codes written into the prompt. A row whose user or item has no code
-(never seen by the encoder) falls back to the text-only wording, exactly as the service does for a cold
-request, and is counted in `n_cold`. The wording itself comes only from `model_store.contract.prompts`.
+(never seen by the encoder) is written as the service writes a cold request: in the text-only wording, or,
+with the style's `unknown_codes="learned"`, with the codebook's learned unknown code in its place; either way
+it is counted in `n_cold`. `unknown_item_share` (tuning only) hides a seeded share of items' codes behind the
+unknown code, since the papers' ML-1M train split has no cold item to learn that code from. The wording itself
+comes only from `model_store.contract.prompts`.
 
     python -c "from model_store.llm.dataset import *; from model_store.data.io import read_split; \\
       print(build_prompts(read_split('../shared/data/ml-1m-collm/valid_small_ood2.jsonl.gz'), max_samples=1).prompts[0])"
@@ -22,6 +25,7 @@ from model_store.contract.prompts import (
     CandidateItem,
     PromptStyle,
     UserContext,
+    fill_unknown,
     render_candidate_suffix,
     render_user_prefix,
 )
@@ -40,12 +44,18 @@ class CodeLookup(Protocol):
 
     def item_code(self, iid: int) -> int | None: ...
 
+    @property
+    def unknown_user_code(self) -> int: ...
+
+    @property
+    def unknown_item_code(self) -> int: ...
+
 
 @dataclass(frozen=True)
 class PromptSet:
     """Prompts with their labels and user ids (UAUC groups by user), in one order.
 
-    `n_cold` counts rows that asked for codes but got the text-only wording because a code was missing.
+    `n_cold` counts rows that asked for codes but missed one (text-only wording, or the unknown code).
     `prefixes[k]` is the user part of `prompts[k]` (equal prefixes = one shared forward pass in tuning).
     """
 
@@ -114,13 +124,18 @@ def build_prompts(
     max_samples: int | None = None,
     seed: int = 0,
     sample_groups: bool = False,
+    unknown_item_share: float = 0.0,
 ) -> PromptSet:
     """Render every (kept) row of a split as a prompt: with codes where `codes` knows both ids, else text-only.
 
     History titles are the row's `his_title` minus the "" pad; `format_history` keeps the last 10.
     `sample_groups=True` subsamples whole (user, history) groups (`subsample_by_group`) instead of rows.
+    `unknown_item_share` > 0 (style `unknown_codes="learned"` only) writes the unknown item code for that
+    seeded share of rows, so tuning sees the code every cold item gets online.
     """
     style = style_for(codes, style)
+    if unknown_item_share and style.unknown_codes != "learned":
+        raise ValueError("unknown_item_share needs the prompt style's unknown_codes='learned'")
     if sample_groups and max_samples is not None:
         heads = table.select(["uid", "his_title"]).to_pydict()
         keys = [
@@ -134,14 +149,18 @@ def build_prompts(
     prompts: list[str] = []
     prefixes: list[str] = []
     n_cold = 0
-    for uid, iid, history, title in zip(
-        columns["uid"], columns["iid"], columns["his_title"], columns["title"], strict=True
+    hide_item = np.random.default_rng([seed, 1]).random(len(keep)) < unknown_item_share
+    for row, (uid, iid, history, title) in enumerate(
+        zip(columns["uid"], columns["iid"], columns["his_title"], columns["title"], strict=True)
     ):
         user_code = codes.user_code(uid) if codes is not None else None
-        item_code = codes.item_code(iid) if codes is not None else None
-        with_codes = user_code is not None and item_code is not None
-        if codes is not None and not with_codes:
+        item_code = codes.item_code(iid) if codes is not None and not hide_item[row] else None
+        if codes is not None and (user_code is None or item_code is None):
             n_cold += 1
+            if style.unknown_codes == "learned":
+                user_code = fill_unknown(user_code, codes.unknown_user_code, style)
+                item_code = fill_unknown(item_code, codes.unknown_item_code, style)
+        with_codes = user_code is not None and item_code is not None
         user = UserContext(history_titles=tuple(t for t in history if t), code=user_code)
         item = CandidateItem(title=title, code=item_code)
         prefix = render_user_prefix(user, style, with_codes=with_codes)

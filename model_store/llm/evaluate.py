@@ -12,7 +12,7 @@ same `PromptScorer` the embedded service uses (BinLLM, Zhang et al., ACL 2024: A
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -137,7 +137,7 @@ def split_prompts(
     data = build_prompts(
         table, codes=prompt_codes, style=style, max_samples=max_samples, seed=seed, sample_groups=True
     )
-    return SplitPrompts(plan, prompt_codes, table, data)
+    return SplitPrompts(replace(plan, style=style), prompt_codes, table, data)
 
 
 def score_split(
@@ -179,9 +179,10 @@ def score_split(
     p_yes = 1.0 / (1.0 + np.exp(-margins.astype(np.float64)))  # [N]
     user_codes = [codes.user_code(uid) if codes is not None else None for uid in data.uids]
     item_codes = [codes.item_code(iid) if codes is not None else None for iid in data.iids]
+    learned = plan.style.unknown_codes == "learned"  # a missing code was written as the unknown one
     with_codes = np.array(
         [
-            prompt_codes is not None and u is not None and i is not None
+            prompt_codes is not None and (learned or (u is not None and i is not None))
             for u, i in zip(user_codes, item_codes, strict=True)
         ]
     )

@@ -78,7 +78,10 @@ def attach_lora(model: torch.nn.Module, config: TuneConfig) -> PeftModel:
         task_type="CAUSAL_LM",
     )
     torch.manual_seed(config.seed)
-    return get_peft_model(model, lora)
+    peft_model = get_peft_model(model, lora)
+    if config.init_adapter is not None:
+        load_adapter_weights(peft_model, Path(config.init_adapter))
+    return peft_model
 
 
 def resume_point(
@@ -164,10 +167,11 @@ def _tune(
                 max_samples=limit,
                 seed=config.seed,
                 sample_groups=config.share_prefixes,
+                unknown_item_share=hidden if stage_codes is not None else 0.0,
             )
-            for table, limit in (
-                (train_table, config.max_train_samples),
-                (valid_table, config.max_valid_samples),
+            for table, limit, hidden in (
+                (train_table, config.max_train_samples, config.unknown_item_share),
+                (valid_table, config.max_valid_samples, 0.0),
             )
         )
         trainer = StageTrainer(config, model, tokenizer, answer, stage, train, valid, ranks)

@@ -66,6 +66,16 @@ class TuneConfig(BaseModel):
         description="Prompt wording; default: serving layout with hex codes.",
     )
     seed: int = 0
+    unknown_item_share: float = Field(
+        default=0.0,
+        ge=0,
+        lt=1,
+        description="Seeded share of stage-2 train rows written with the unknown item code (needs the style's "
+        "unknown_codes='learned'): ML-1M's train split has no cold item to learn that code from.",
+    )
+    init_adapter: str | None = Field(
+        default=None, description="Adapter dir whose LoRA weights start the run (same r, modules, layers)."
+    )
     device: str | None = Field(default=None, description="'cuda', 'cpu', ...; None = CUDA when present.")
     keep_checkpoints: int = Field(default=2, ge=1)
     resume: bool = Field(default=False, description="Continue from the newest checkpoint in out_dir.")

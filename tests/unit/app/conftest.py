@@ -15,6 +15,7 @@ import pytest
 from app.scorers.base import PromptGroup
 from app.scorers.instant import pseudo_score
 from model_store.contract.fusion import CodeScore, ScoreFusion
+from model_store.contract.prompts import PromptStyle
 from model_store.contract.snapshot import ItemEntry, ModelManifest, SnapshotManifest, UserEntry
 from model_store.publish import Snapshot
 from model_store.publish.directory import DirectoryPublisher
@@ -39,6 +40,7 @@ def make_snapshot(
     model_version: str = "m-test",
     fusion: ScoreFusion | None = None,
     code_score: CodeScore | None = None,
+    prompt_style: PromptStyle | None = None,
 ) -> Snapshot:
     """The test catalogue under `version`, for a model tuned with or without codes (and maybe a blend)."""
     model = ModelManifest(
@@ -50,6 +52,7 @@ def make_snapshot(
         no_token_id=2,
         code_version="c-test",
         fusion=fusion,
+        **({"prompt_style": prompt_style} if prompt_style is not None else {}),
     )
     manifest = SnapshotManifest(
         version=version,

@@ -186,3 +186,37 @@ def test_fusion_uses_cold_weights_and_the_unknown_user_code_for_a_codeless_user(
     )
     # unknown user code 0 vs item 0xFFFF0000 differ in 16 bits -> inner 0.
     assert only.score == pytest.approx(by_hand(only.p_yes, 0, FUSION.cold), rel=1e-12)
+
+
+CODE_SCORE = CodeScore(
+    bits=32, scale=0.1, bias=0.0, unknown_user_code=0xAAAAAAAA, unknown_item_code=0x55555555
+)
+LEARNED = PromptStyle(unknown_codes="learned")
+
+
+def test_learned_unknown_codes_stand_in_for_missing_ones_and_the_items_stay_listed_cold(
+    tmp_path: Path, scorer: Any, snapshot_factory: Any
+) -> None:
+    DirectoryPublisher(tmp_path).publish(snapshot_factory(code_score=CODE_SCORE, prompt_style=LEARNED))
+    response = predict(tmp_path, scorer, user_id="u1", item_ids=["i3", "i1"])
+    assert response.cold == ["i3"]
+    cold_prompt = render_prompt(
+        U1, CandidateItem(title="Brand New (2024)", code=0x55555555), LEARNED, with_codes=True
+    )
+    assert response.scores[0].score == pseudo_score(cold_prompt)
+    assert len(scorer.calls[0]) == 1  # one wording, so one shared prefix for both candidates
+    codeless_user = predict(tmp_path, scorer, user_id="u2", item_ids=["i1"])
+    user = UserContext(history_titles=("Alien (1979)",), code=0xAAAAAAAA)
+    assert codeless_user.cold == ["i1"]
+    assert codeless_user.scores[0].score == pseudo_score(
+        render_prompt(user, CandidateItem(title="Toy Story (1995)", code=1), LEARNED, with_codes=True)
+    )
+
+
+def test_learned_style_without_a_published_code_score_falls_back_to_text_only(
+    tmp_path: Path, scorer: Any, snapshot_factory: Any
+) -> None:
+    DirectoryPublisher(tmp_path).publish(snapshot_factory(prompt_style=LEARNED))
+    response = predict(tmp_path, scorer, user_id="u1", item_ids=["i3"])
+    text_only = render_prompt(U1, CandidateItem(title="Brand New (2024)"), LEARNED, with_codes=False)
+    assert response.cold == ["i3"] and response.scores[0].score == pseudo_score(text_only)

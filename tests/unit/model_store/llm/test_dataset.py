@@ -126,3 +126,44 @@ def test_max_samples_keeps_prompts_labels_and_users_aligned():
 def test_non_positive_max_samples_is_refused():
     with pytest.raises(ValueError):
         subsample_indices(10, 0, seed=0)
+
+
+@dataclass
+class FakeCodesWithUnknown(FakeCodes):
+    unknown_user_code: int = 0xAAAAAAAA
+    unknown_item_code: int = 0x55555555
+
+
+def test_learned_unknown_codes_keep_the_binllm_wording_for_a_row_missing_a_code():
+    codes = FakeCodesWithUnknown(users={1: 7, 2: 8}, items={10: 1, 20: 2})  # item 30 is cold
+    style = PromptStyle(layout="serving", code_mode="hex", unknown_codes="learned")
+    data = build_prompts(_table(), codes=codes, style=style)
+    cold_row = render_prompt(
+        UserContext(history_titles=("Heat (1995)",), code=7),
+        CandidateItem(title="Big (1988)", code=codes.unknown_item_code),
+        style,
+        with_codes=True,
+    )
+    assert data.prompts[2] == cold_row
+    assert data.n_cold == 1  # still counted: the item has no code of its own
+    text_only = build_prompts(
+        _table(), codes=codes, style=style.model_copy(update={"unknown_codes": "text_only"})
+    )
+    assert "55555555" not in text_only.prompts[2] and text_only.n_cold == 1
+
+
+def test_unknown_item_share_hides_a_seeded_share_of_item_codes_and_needs_the_learned_style():
+    rows = [_row(u, 100 + u, u % 2, ["Heat (1995)"], f"Film {u}") for u in range(200)]
+    codes = FakeCodesWithUnknown(
+        users={u: u + 1 for u in range(200)}, items={100 + u: u + 1 for u in range(200)}
+    )
+    style = PromptStyle(layout="serving", code_mode="hex", unknown_codes="learned")
+    table = rows_to_table(rows)
+    hidden = build_prompts(table, codes=codes, style=style, unknown_item_share=0.3, seed=5)
+    again = build_prompts(table, codes=codes, style=style, unknown_item_share=0.3, seed=5)
+    assert hidden.prompts == again.prompts
+    n_hidden = sum("55555555" in prompt for prompt in hidden.prompts)
+    assert 40 <= n_hidden <= 80 and hidden.n_cold == n_hidden
+    assert all("55555555" not in p for p in build_prompts(table, codes=codes, style=style).prompts)
+    with pytest.raises(ValueError, match="learned"):
+        build_prompts(table, codes=codes, style=PromptStyle(), unknown_item_share=0.3)

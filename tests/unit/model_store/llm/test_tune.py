@@ -226,6 +226,21 @@ def test_resume_after_a_crash_ends_with_the_same_adapter_as_an_uninterrupted_run
     assert max(float(t.abs().max()) for name, t in whole.items() if "lora_B" in name) > 0
 
 
+def test_init_adapter_starts_from_a_saved_adapter_and_refuses_another_lora_shape(tiny_llama_dir, tmp_path):
+    train, valid = _splits(tmp_path, title_rule=True, n_train=32)
+    tune(_config(tiny_llama_dir, train, valid, tmp_path / "first", epochs=1))
+    first = _adapter_weights(tmp_path / "first" / "adapter")
+    assert any(float(w.abs().max()) > 0 for k, w in first.items() if "lora_B" in k)  # it learned something
+    again = _config(tiny_llama_dir, train, valid, tmp_path / "again", epochs=1, lr=1e-12)
+    tune(again.model_copy(update={"init_adapter": str(tmp_path / "first" / "adapter")}))
+    continued = _adapter_weights(tmp_path / "again" / "adapter")
+    assert continued.keys() == first.keys()
+    assert all(torch.allclose(continued[k], first[k], atol=1e-6) for k in first)
+    other_shape = _config(tiny_llama_dir, train, valid, tmp_path / "bad", lora_r=4)
+    with pytest.raises(RuntimeError):
+        tune(other_shape.model_copy(update={"init_adapter": str(tmp_path / "first" / "adapter")}))
+
+
 def test_config_refuses_stage_two_without_codes_and_unordered_stages(tmp_path):
     with pytest.raises(ValidationError):
         _config(tmp_path, tmp_path, tmp_path, tmp_path, stages=(2,))
