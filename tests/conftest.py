@@ -56,3 +56,14 @@ def tiny_llama(tiny_llama_dir: Path) -> Iterator[tuple[Any, PreTrainedTokenizerB
     from model_store.llm.models import load_causal_lm
 
     yield load_causal_lm(tiny_llama_dir, dtype=torch.float32, device="cpu")
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """Tiny models gain nothing from threads; on a busy 2-core box two threads run far slower."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
