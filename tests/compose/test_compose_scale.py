@@ -9,7 +9,6 @@ the file behaves as with one vLLM (tests/compose/test_compose_file.py).
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -90,21 +89,12 @@ def test_second_replica_starts_only_with_the_scale_profile_and_stays_off_the_hos
 
 @pytest.mark.parametrize("name", REPLICAS)
 def test_each_replica_builds_the_line_export_prints(
-    services: dict[str, dict[str, Any]], name: str, tmp_path: Path
+    services: dict[str, dict[str, Any]], name: str, model_dir: Path
 ) -> None:
     """The chart (tests/chart/test_vllm.py), `binllm llm export` and both Compose replicas: one command."""
-    (tmp_path / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"]}))
-    manifest = {
-        "model_version": "m1",
-        "yes_token": "ĠYes",
-        "no_token": "ĠNo",
-        "yes_token_id": 1,
-        "no_token_id": 2,
-    }
-    (tmp_path / "binllm.json").write_text(json.dumps(manifest))
     env = {k: "" if v is None else str(v) for k, v in services[name]["environment"].items()}
-    env[vllm_command.MODEL_DIR_ENV] = str(tmp_path)
-    assert vllm_command.serve_argv(tmp_path, env) == vllm_command.serve_argv(tmp_path, {})
+    env[vllm_command.MODEL_DIR_ENV] = str(model_dir)
+    assert vllm_command.serve_argv(model_dir, env) == vllm_command.serve_argv(model_dir, {})
     assert (
         f"./{LAUNCHER.relative_to(REPO)}:{services[name]['entrypoint'][-1]}:ro" in services[name]["volumes"]
     )

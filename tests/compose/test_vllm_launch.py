@@ -22,21 +22,6 @@ REPO = Path(__file__).resolve().parents[2]
 LAUNCHER = REPO / "model_store/contract/vllm_command.py"
 
 
-@pytest.fixture()
-def model_dir(tmp_path: Path) -> Path:
-    """An exported SmolLM2-style model directory (the pieces `binllm llm export` writes for SmolLM2)."""
-    (tmp_path / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"]}))
-    manifest = {
-        "model_version": "m1",
-        "yes_token": "ĠYes",
-        "no_token": "ĠNo",
-        "yes_token_id": 1,
-        "no_token_id": 2,
-    }
-    (tmp_path / "binllm.json").write_text(json.dumps(manifest))
-    return tmp_path
-
-
 def _flag(argv: list[str], name: str) -> str:
     return argv[argv.index(name) + 1]
 
