@@ -4,10 +4,11 @@ One request: check the candidate limit, look up the user and every distinct cand
 one store call, render one user prefix per wording (BinLLM with codes, or text-only) and one suffix per
 distinct candidate, score the groups, and lay the scores out in request order. The BinLLM wording (Zhang et
 al., ACL 2024) needs the user code, the item code and a model tuned with codes; anything else is scored with
-the text-only wording (cold start), and reported in `cold`. When the model manifest declares a `fusion`
-(contract/fusion.py), each `score` is the logistic blend of P(Yes) and the code score, with the weights of
-the wording the candidate was scored with, exactly as `binllm llm eval` computes it; `p_yes` always keeps
-the LLM's own P(Yes).
+the text-only wording (cold start), or, when the model's style says `unknown_codes="learned"`, with the
+learned unknown code in place of the missing one; either way it is reported in `cold`. When the model
+manifest declares a `fusion` (contract/fusion.py), each `score` is the logistic blend of P(Yes) and the
+code score, with the warm weights for a candidate prompted with both own codes and the cold weights for one
+listed in `cold`, exactly as `binllm llm eval` computes it; `p_yes` always keeps the LLM's own P(Yes).
 
 Serving policy (`ServingPolicy`): candidates are admitted against a queue cap (`app/admission.py`, 503 beyond
 it); scoring must finish by the request's deadline; a backend with `chunk_candidates` set (the in-process
@@ -60,7 +61,6 @@ class PromptPlan:
     """The prompt groups of one request and where each distinct candidate's score will be."""
 
     groups: list[PromptGroup]
-    group_with_codes: list[bool]  # per group: whether it uses the codes wording (picks the blend weights)
     slots: dict[str, tuple[int, int]]  # item_id -> (group index, suffix index)
     cold: list[str]
     cold_reason: str | None  # "model", "user" or "item" (the latter when only some items lack codes)
@@ -96,19 +96,15 @@ def plan_prompts(
         where[item_id] = (codes, len(suffixes[codes]))
         suffixes[codes].append(render_candidate_suffix(item, style, with_codes=codes))
     groups: list[PromptGroup] = []
-    group_with_codes: list[bool] = []
     group_index: dict[bool, int] = {}
     for codes in (True, False):
         if suffixes[codes]:
             group_index[codes] = len(groups)
             prefix = render_user_prefix(user, style, with_codes=codes)
             groups.append(PromptGroup(prefix=prefix, suffixes=tuple(suffixes[codes])))
-            group_with_codes.append(codes)
     slots = {item_id: (group_index[codes], pos) for item_id, (codes, pos) in where.items()}
     reason = None if not cold else "model" if not model.with_codes else "user" if not user_known else "item"
-    return PromptPlan(
-        groups=groups, group_with_codes=group_with_codes, slots=slots, cold=cold, cold_reason=reason
-    )
+    return PromptPlan(groups=groups, slots=slots, cold=cold, cold_reason=reason)
 
 
 def _check_scores(groups: Sequence[PromptGroup], scores: list[list[float]], backend: str) -> None:
@@ -125,18 +121,18 @@ def _item_score(
     p_yes: float,
     user: UserContext,
     item: CandidateItem,
-    with_codes: bool,
+    warm: bool,
     fusion: ScoreFusion | None,
 ) -> ItemScore:
     """One candidate's served score: P(Yes) itself, or the manifest's blend of it with the code score.
 
-    The blend takes the wording the candidate was actually scored with (warm or cold weights were fitted
-    separately) and the store's codes as they are (None = unknown code), the same inputs the offline
-    evaluation feeds it, so served and evaluated scores agree.
+    The blend takes whether the candidate is warm (prompted with both own codes, not listed in `cold`;
+    warm and cold weights were fitted separately) and the store's codes as they are (None = unknown code),
+    the same inputs the offline evaluation feeds it, so served and evaluated scores agree.
     """
     if fusion is None:
         return ItemScore(item_id=item_id, score=p_yes, p_yes=p_yes)
-    score = fusion.blend(p_yes, user.code, item.code, with_codes=with_codes)
+    score = fusion.blend(p_yes, user.code, item.code, warm=warm)
     return ItemScore(item_id=item_id, score=score, p_yes=p_yes)
 
 
@@ -224,10 +220,9 @@ class PredictService:
         scores: list[list[float]],
     ) -> PredictResponse:
         fusion = lookup.manifest.model.fusion
+        cold = set(plan.cold)
         by_id = {
-            item_id: _item_score(
-                item_id, scores[g][k], user, items[item_id], plan.group_with_codes[g], fusion
-            )
+            item_id: _item_score(item_id, scores[g][k], user, items[item_id], item_id not in cold, fusion)
             for item_id, (g, k) in plan.slots.items()
         }
         return PredictResponse(

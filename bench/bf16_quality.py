@@ -35,7 +35,7 @@ from model_store.contract.fusion import ScoreFusion
 from model_store.contract.snapshot import MANIFEST_FILENAME, ModelManifest
 from model_store.llm.answer import AnswerTokens, find_answer_tokens
 from model_store.llm.dataset import CodeLookup, PromptSet
-from model_store.llm.evaluate import SplitPrompts, blended_scores, read_fusion, split_prompts
+from model_store.llm.evaluate import SplitPrompts, blended_scores, read_fusion, split_prompts, warm_rows
 from model_store.llm.models import cpu_has_bf16, default_device, load_causal_lm
 from model_store.llm.scorer import PromptScorer
 from model_store.metrics import evaluate_scores
@@ -108,16 +108,9 @@ def served_scores(
     """What /predict returns for these rows: the manifest's blend of P(Yes) and the codes, else P(Yes)."""
     if fusion is None:
         return p_yes
-    data = prompted.data
-    with_codes = np.array(
-        [
-            prompted.prompt_codes is not None
-            and prompted.prompt_codes.user_code(u) is not None
-            and prompted.prompt_codes.item_code(i) is not None
-            for u, i in zip(data.uids, data.iids, strict=True)
-        ]
+    return blended_scores(
+        fusion, p_yes, prompted.data, codes, warm_rows(prompted.data, prompted.prompt_codes)
     )
-    return blended_scores(fusion, p_yes, data, codes, with_codes)
 
 
 def cpu_name() -> str:

@@ -3,9 +3,12 @@
 The codes alone score sigmoid(scale * <c_u, c_i> + bias), with codes read as +-1 vectors (BinMF, the codes
 package); a user or item the encoder never saw uses the learned "unknown" code. The LLM scores
 P(Yes) = sigmoid(margin). When a small tuned LLM ranks worse than its codes, a three-number logistic fit of
-(margin, code logit) on `valid_small` can beat both; the fit is done separately for prompts with codes
-("warm") and text-only prompts ("cold"), shipped in `binllm.json`, and applied identically by
-`binllm llm eval` and the service, which still returns the plain P(Yes) beside the blended score.
+(margin, code logit) on `valid_small` can beat both. The fit is done separately for "warm" rows, prompted
+with the user's and the item's own codes, and "cold" rows (the service lists them in `cold`): text-only
+prompts, or prompts carrying the learned unknown code (`unknown_codes="learned"`), where the code logit only
+knows the user and the LLM only the title, so the two deserve other weights. The weights are shipped in
+`binllm.json` and applied identically by `binllm llm eval` and the service, which still returns the plain
+P(Yes) beside the blended score.
 
     python -c "from model_store.contract.fusion import *; print(CodeScore(bits=32, scale=0.1, bias=0.0, \\
       unknown_user_code=0, unknown_item_code=0).logit(0xFFFFFFFF, 0xFFFFFFFF))"
@@ -43,14 +46,21 @@ class ScoreFusion(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     codes: CodeScore
-    warm: tuple[float, float, float] = Field(description="(w_llm, w_code, bias) for prompts with codes.")
-    cold: tuple[float, float, float] = Field(description="(w_llm, w_code, bias) for text-only prompts.")
+    warm: tuple[float, float, float] = Field(
+        description="(w_llm, w_code, bias) for rows prompted with the user's and the item's own codes."
+    )
+    cold: tuple[float, float, float] = Field(
+        description="(w_llm, w_code, bias) for the other rows: text-only, or with a learned unknown code."
+    )
     fitted_on: str = Field(default="", description="Where the weights were fitted (e.g. valid_small).")
 
-    def blend(self, p_yes: float, user_code: int | None, item_code: int | None, *, with_codes: bool) -> float:
-        """The blended click probability from the LLM's P(Yes) and the two codes (None = unknown)."""
+    def blend(self, p_yes: float, user_code: int | None, item_code: int | None, *, warm: bool) -> float:
+        """The blended click probability from the LLM's P(Yes) and the two codes (None = unknown).
+
+        `warm`: the prompt carried both rows' own codes (not a cold row); it picks the weights.
+        """
         margin = logit(p_yes)
-        w_llm, w_code, bias = self.warm if with_codes else self.cold
+        w_llm, w_code, bias = self.warm if warm else self.cold
         return sigmoid(w_llm * margin + w_code * self.codes.logit(user_code, item_code) + bias)
 
 

@@ -1,8 +1,8 @@
 """Fit the served blend of the LLM's P(Yes) and the code score on a validation split (contract/fusion.py).
 
 A 135M model tuned on a few thousand prompts ranks below its own codes; a logistic regression of the click on
-(LLM margin, code logit), one for prompts with codes and one for text-only prompts, three numbers each, can
-beat both. The fit uses `valid_small` (the papers' model-selection split); the weights go into the exported
+(LLM margin, code logit), one for warm rows (both own codes in the prompt) and one for cold rows (text-only,
+or a learned unknown code), three numbers each, can beat both. The fit uses `valid_small` (the papers' model-selection split); the weights go into the exported
 model's `binllm.json`, so `binllm llm eval` and `/predict` apply the very same blend.
 
     binllm llm blend --model artifacts/llm/merged --codes artifacts/codes \\
@@ -62,7 +62,7 @@ def fit_fusion(scores: SplitScores, book: CodeBook, fitted_on: str) -> ScoreFusi
     )  # [N]
     features = np.stack([margins, code_logits], axis=1)  # [N, 2]
     labels = np.asarray(data.labels)
-    warm = scores.with_codes
+    warm = scores.warm
     return ScoreFusion(
         codes=code_score,
         warm=_fit(features[warm], labels[warm]),

@@ -362,7 +362,7 @@ def blend_command(
         use_fusion=False,
     )
     fusion = fit_fusion(scores, book, fitted_on=f"{split.name} ({len(scores.data)} rows)")
-    blended = blended_scores(fusion, scores.p_yes, scores.data, book, scores.with_codes)
+    blended = blended_scores(fusion, scores.p_yes, scores.data, book, scores.warm)
     from model_store.metrics import evaluate_scores
 
     fit_metrics = {

@@ -68,7 +68,7 @@ class SplitScores:
     data: PromptSet
     p_yes: np.ndarray  # [N] the LLM's P(Yes)
     score: np.ndarray  # [N] what /predict returns: P(Yes), or the manifest's blend
-    with_codes: np.ndarray  # [N] bool: the prompt carried both codes
+    warm: np.ndarray  # [N] bool: prompted with the user's and the item's own codes (the blend's warm weights)
     not_cold: np.ndarray | None  # [N] the split's not_cold column when it has one
     metrics: dict[str, Any]
 
@@ -90,8 +90,24 @@ def subset_metrics(data: PromptSet, scores: np.ndarray, mask: np.ndarray) -> dic
     return dict(evaluate_scores(uids, labels, scores[mask]))
 
 
+def warm_rows(data: PromptSet, prompt_codes: CodeLookup | None) -> np.ndarray:
+    """[N] bool: rows prompted with their user's and item's own codes, i.e. not listed in `/predict`'s `cold`.
+
+    Text-only prompts and prompts carrying a learned unknown code are cold; the blend weighs them apart.
+    """
+    if prompt_codes is None:
+        return np.zeros(len(data), dtype=bool)
+    return np.array(
+        [
+            prompt_codes.user_code(u) is not None and prompt_codes.item_code(i) is not None
+            for u, i in zip(data.uids, data.iids, strict=True)
+        ],
+        dtype=bool,
+    )
+
+
 def blended_scores(
-    fusion: ScoreFusion, p_yes: np.ndarray, data: PromptSet, codes: CodeLookup | None, with_codes: np.ndarray
+    fusion: ScoreFusion, p_yes: np.ndarray, data: PromptSet, codes: CodeLookup | None, warm: np.ndarray
 ) -> np.ndarray:
     """The blend of each row's P(Yes) with its code score (unknown ids use the blend's unknown codes)."""
     return np.array(
@@ -100,9 +116,9 @@ def blended_scores(
                 float(p),
                 codes.user_code(u) if codes is not None else None,
                 codes.item_code(i) if codes is not None else None,
-                with_codes=bool(w),
+                warm=bool(w),
             )
-            for p, u, i, w in zip(p_yes, data.uids, data.iids, with_codes, strict=True)
+            for p, u, i, w in zip(p_yes, data.uids, data.iids, warm, strict=True)
         ]
     )
 
@@ -177,17 +193,9 @@ def score_split(
         scorer.model, scorer.tokenizer, data, scorer.answer_tokens, batch_size=batch_size, progress=progress
     )
     p_yes = 1.0 / (1.0 + np.exp(-margins.astype(np.float64)))  # [N]
-    user_codes = [codes.user_code(uid) if codes is not None else None for uid in data.uids]
-    item_codes = [codes.item_code(iid) if codes is not None else None for iid in data.iids]
-    learned = plan.style.unknown_codes == "learned"  # a missing code was written as the unknown one
-    with_codes = np.array(
-        [
-            prompt_codes is not None and (learned or (u is not None and i is not None))
-            for u, i in zip(user_codes, item_codes, strict=True)
-        ]
-    )
+    warm = warm_rows(data, prompt_codes)
     fusion = read_fusion(model_path, adapter_path) if use_fusion else None
-    score = blended_scores(fusion, p_yes, data, codes, with_codes) if fusion is not None else p_yes
+    score = blended_scores(fusion, p_yes, data, codes, warm) if fusion is not None else p_yes
     not_cold = None
     if "not_cold" in table.column_names and data.rows is not None:
         not_cold = np.asarray(table.column("not_cold").to_numpy())[np.asarray(data.rows)].astype(bool)
@@ -218,7 +226,7 @@ def score_split(
         and prompt_codes.version != plan.code_version
     ):
         metrics["warning"] = f"codes version {prompt_codes.version} != tuned with {plan.code_version}"
-    return SplitScores(data, p_yes, score, with_codes, not_cold, metrics)
+    return SplitScores(data, p_yes, score, warm, not_cold, metrics)
 
 
 def evaluate_split(model_dir: str | Path, split: str | Path, **options: Any) -> dict[str, Any]:

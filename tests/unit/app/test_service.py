@@ -165,11 +165,11 @@ def test_fusion_in_the_manifest_blends_each_score_with_its_wordings_weights(
     # i1 is warm: u1 0xF0F0F0F0 vs item 0x00000001 differ in 17 bits -> <c_u, c_i> = 32 - 34 = -2.
     assert warm.p_yes == expected(U1, "Toy Story (1995)", 1, True)
     assert warm.score == pytest.approx(by_hand(warm.p_yes, -2, FUSION.warm), rel=1e-12)
-    assert warm.score == FUSION.blend(warm.p_yes, 0xF0F0F0F0, 1, with_codes=True)
+    assert warm.score == FUSION.blend(warm.p_yes, 0xF0F0F0F0, 1, warm=True)
     # i3 is cold with no code: the unknown item code 0x0000FFFF differs from u1 in 16 bits -> inner 0.
     assert cold.p_yes == expected(U1, "Brand New (2024)", None, False)
     assert cold.score == pytest.approx(by_hand(cold.p_yes, 0, FUSION.cold), rel=1e-12)
-    assert cold.score == FUSION.blend(cold.p_yes, 0xF0F0F0F0, None, with_codes=False)
+    assert cold.score == FUSION.blend(cold.p_yes, 0xF0F0F0F0, None, warm=False)
     assert warm.score != warm.p_yes and cold.score != cold.p_yes
     assert again == warm
 
@@ -220,3 +220,21 @@ def test_learned_style_without_a_published_code_score_falls_back_to_text_only(
     response = predict(tmp_path, scorer, user_id="u1", item_ids=["i3"])
     text_only = render_prompt(U1, CandidateItem(title="Brand New (2024)"), LEARNED, with_codes=False)
     assert response.cold == ["i3"] and response.scores[0].score == pseudo_score(text_only)
+
+
+def test_learned_style_blends_a_candidate_with_the_unknown_code_with_the_cold_weights(
+    tmp_path: Path, scorer: Any, snapshot_factory: Any
+) -> None:
+    """Same wording for both candidates, but the one listed in `cold` gets the cold weights."""
+    DirectoryPublisher(tmp_path).publish(
+        snapshot_factory(fusion=FUSION, code_score=FUSION.codes, prompt_style=LEARNED)
+    )
+    response = predict(tmp_path, scorer, user_id="u1", item_ids=["i1", "i3"])
+    assert response.cold == ["i3"] and len(scorer.calls[0]) == 1
+    warm, cold = response.scores
+    assert warm.score == pytest.approx(by_hand(warm.p_yes, -2, FUSION.warm), rel=1e-12)
+    # i3 was prompted with the unknown item code 0x0000FFFF: 16 bits differ from u1 -> inner 0.
+    assert cold.p_yes == pseudo_score(
+        render_prompt(U1, CandidateItem(title="Brand New (2024)", code=0x0000FFFF), LEARNED, with_codes=True)
+    )
+    assert cold.score == pytest.approx(by_hand(cold.p_yes, 0, FUSION.cold), rel=1e-12)

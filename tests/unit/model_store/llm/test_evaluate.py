@@ -12,7 +12,10 @@ from typer.testing import CliRunner
 
 from model_store.data.io import rows_to_table, write_split
 from model_store.llm.commands import llm_app
-from model_store.llm.evaluate import evaluate_split
+from model_store.contract.prompts import PromptStyle
+from model_store.data.io import read_split
+from model_store.llm.dataset import build_prompts
+from model_store.llm.evaluate import evaluate_split, warm_rows
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -23,6 +26,8 @@ class KnownOnly:
 
     bits: int = 32
     version: str = "known-v1"
+    unknown_user_code: int = 0xAAAAAAAA  # what a `unknown_codes="learned"` prompt writes for a missing code
+    unknown_item_code: int = 0x55555555
 
     def user_code(self, uid: int) -> int | None:
         return uid + 11 if uid < 3 else None
@@ -57,6 +62,15 @@ def test_unknown_users_and_items_are_scored_text_only_and_counted_cold(tiny_llam
     assert metrics["n_cold"] == 8  # user 7 (4 rows) + items 250/251 of users 1 and 2 (4 rows)
     assert metrics["with_codes"] is True and metrics["code_version"] == "known-v1"
     assert 0.0 <= metrics["auc"] <= 1.0 and 0.0 <= metrics["uauc"] <= 1.0
+
+
+def test_rows_with_a_learned_unknown_code_are_cold_for_the_blend(split):
+    """Same wording (codes) on every row, but only rows with both own codes take the blend's warm weights."""
+    data = build_prompts(read_split(split), codes=KnownOnly(), style=PromptStyle(unknown_codes="learned"))
+    warm = warm_rows(data, KnownOnly())
+    assert warm.tolist() == [uid < 3 and iid < 100 for uid, iid in zip(data.uids, data.iids, strict=True)]
+    assert warm.sum() == 4
+    assert not warm_rows(data, None).any()  # a text-only model: every row is cold
 
 
 def test_codes_change_the_scores_of_warm_rows(tiny_llama_dir, split):
