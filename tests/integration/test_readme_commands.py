@@ -78,3 +78,16 @@ def test_readme_llm_walkthrough(tmp_path: Path) -> None:
     snapshot = work / "artifacts/snapshot"
     active = (snapshot / "ACTIVE").read_text().strip()
     assert (snapshot / active / "users.jsonl").stat().st_size > 0
+
+
+def test_readme_gpu_carry() -> None:
+    """`prepare` in the checkout itself (the folder is git-ignored): two parts under 64 MiB with the tree."""
+    if not (SHARED / "data/ml-1m-collm/train_ood2.jsonl.gz").is_file():
+        pytest.skip("no ML-1M")
+    result = run_block("gpu_carry", ROOT, timeout=600)
+    carry = ROOT / ".gpu_carry"
+    for part in ("a", "b"):
+        size = sum(path.stat().st_size for path in (carry / part).rglob("*") if path.is_file())
+        assert size < 56 * 2**20, f"{part}: {size} bytes leave too little of 64 MiB for the tree"
+    assert len(list((carry / "b" / "wheels").glob("pydantic_core-*-cp312-*.whl"))) == 1
+    assert "device call 2" in result.stdout
