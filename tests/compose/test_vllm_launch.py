@@ -142,14 +142,20 @@ def test_manifest_file_name_is_the_contracts() -> None:
     assert vllm_command.MANIFEST == MANIFEST_FILENAME
 
 
+def settings_table_rows() -> list[str]:
+    """The lines of README's "One vLLM command" table (its header row up to the first line that is no row)."""
+    lines = (REPO / "README.md").read_text().splitlines()
+    start = next(k for k, line in enumerate(lines) if line.startswith("| setting | GPU (Compose, chart"))
+    end = next((k for k in range(start, len(lines)) if not lines[k].startswith("|")), len(lines))
+    return lines[start:end]
+
+
 @pytest.mark.parametrize("device", ["gpu", "cpu"])
 def test_readme_settings_table_states_the_launchers_profiles(model_dir: Path, device: str) -> None:
     """README "One vLLM command": each row's first word per column is what the profile passes (or n/a, default)."""
     argv = vllm_command.serve_argv(model_dir, {vllm_command.DEVICE_ENV: device})
     column = 2 if device == "gpu" else 3
-    rows = [
-        line.split("|") for line in (REPO / "README.md").read_text().splitlines() if line.startswith("| `--")
-    ]
+    rows = [line.split("|") for line in settings_table_rows() if line.startswith("| `--")]
     assert len(rows) >= 8
     for row in rows:
         flag, stated = row[1].split()[0].strip("`"), row[column].split()[0].strip("`")
