@@ -45,7 +45,7 @@ class PrefixScorer(Protocol):
         ...
 
 
-def load_prompt_scorer(model_dir: Path, threads: int | None = None, dtype: str = "auto") -> PrefixScorer:
+def load_prompt_scorer(model_dir: Path, threads: int | None = None, dtype: str = "float32") -> PrefixScorer:
     """Load a servable model directory into a PromptScorer (blocking; imports torch)."""
     import torch
 

@@ -10,10 +10,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from model_store.data.io import rows_to_table, write_split
-from model_store.llm.commands import llm_app
 from model_store.contract.prompts import PromptStyle
-from model_store.data.io import read_split
+from model_store.data.io import read_split, rows_to_table, write_split
+from model_store.llm.commands import llm_app
 from model_store.llm.dataset import build_prompts
 from model_store.llm.evaluate import evaluate_split, warm_rows
 
