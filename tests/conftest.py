@@ -7,6 +7,7 @@ inside the fixtures, so test modules that never ask for them (the app's torch-fr
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -67,3 +68,18 @@ def one_torch_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture()
+def model_dir(tmp_path: Path) -> Path:
+    """An exported SmolLM2-style model directory: the two files the vLLM launcher reads (compose and chart tests)."""
+    (tmp_path / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"]}))
+    manifest = {
+        "model_version": "m1",
+        "yes_token": "ĠYes",
+        "no_token": "ĠNo",
+        "yes_token_id": 1,
+        "no_token_id": 2,
+    }
+    (tmp_path / "binllm.json").write_text(json.dumps(manifest))
+    return tmp_path

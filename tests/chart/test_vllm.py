@@ -18,21 +18,6 @@ from tests.chart.conftest import CHART_DIR, Render, container, helm, kind_named,
 LAUNCHER = "/opt/binllm/vllm_command.py"
 
 
-@pytest.fixture()
-def model_dir(tmp_path: Path) -> Path:
-    """An exported SmolLM2-style model directory: the launcher reads only these two files."""
-    (tmp_path / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"]}))
-    manifest = {
-        "model_version": "m1",
-        "yes_token": "ĠYes",
-        "no_token": "ĠNo",
-        "yes_token_id": 1,
-        "no_token_id": 2,
-    }
-    (tmp_path / "binllm.json").write_text(json.dumps(manifest))
-    return tmp_path
-
-
 def _vllm(render: Render, values: dict | None = None) -> dict:
     return container(kind_named(render(values), "Deployment", "vllm"), "vllm")
 

@@ -7,7 +7,6 @@ docker-compose.scale.yml merged over it (`docker compose -f docker-compose.yml -
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -100,18 +99,3 @@ def scaled(compose: dict[str, Any], scale_override: dict[str, Any]) -> dict[str,
     """docker-compose.yml with docker-compose.scale.yml merged over it."""
     data: dict[str, Any] = merge_override(compose, scale_override)
     return data
-
-
-@pytest.fixture()
-def model_dir(tmp_path: Path) -> Path:
-    """An exported SmolLM2-style model directory (the pieces `binllm llm export` writes for SmolLM2)."""
-    (tmp_path / "config.json").write_text(json.dumps({"architectures": ["LlamaForCausalLM"]}))
-    manifest = {
-        "model_version": "m1",
-        "yes_token": "ĠYes",
-        "no_token": "ĠNo",
-        "yes_token_id": 1,
-        "no_token_id": 2,
-    }
-    (tmp_path / "binllm.json").write_text(json.dumps(manifest))
-    return tmp_path
