@@ -24,7 +24,7 @@ if [ -d "$CARRY/b/wheels" ]; then
     export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
 fi
 export PYTHONPATH=$PWD:${PYTHONPATH:-}
-binllm() { "$PY" -c 'from model_store.cli import main; main()' "$@"; }
+BINLLM=("$PY" -c 'from model_store.cli import main; main()')  # the `binllm` entry point, nothing installed
 step() { echo "[recipe $(date -u +%T)] $*" | tee -a "$OUT/recipe.log"; }
 
 step "device $DEVICE: $("$PY" -c 'import torch; print(torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu", "torch", torch.__version__)')"
@@ -35,7 +35,7 @@ if [ -z "$BASE" ]; then
 fi
 step "base $BASE"
 set +e
-timeout "${BINLLM_RECIPE_TUNE_S:-420}" "$PY" -c 'from model_store.cli import main; main()' llm tune \
+timeout "${BINLLM_RECIPE_TUNE_S:-420}" "${BINLLM[@]}" llm tune \
     --train "$DATA/train_ood2.jsonl.gz" --valid "$DATA/valid_small_ood2.jsonl.gz" --base "$BASE" \
     --codes "$CODES" --out "$RUN/llm" --stages 1,2 --epochs "${BINLLM_RECIPE_EPOCHS:-2}" --device "$DEVICE" \
     ${BINLLM_RECIPE_MAX_TRAIN:+--max-train-samples "$BINLLM_RECIPE_MAX_TRAIN"} \
@@ -54,9 +54,9 @@ if [ "$TUNED" -ne 0 ]; then  # time box ran out (124) or tuning failed: keep the
     step "tune exited $TUNED: using $ADAPTER"
 fi
 cp "$RUN/llm/metrics.json" "$OUT/tune_metrics.json" 2>/dev/null || true
-binllm llm export --adapter "$ADAPTER" --out "$RUN/merged" > /dev/null
+"${BINLLM[@]}" llm export --adapter "$ADAPTER" --out "$RUN/merged" > /dev/null
 step "eval on the whole of valid"
-binllm llm eval --model "$RUN/merged" --codes "$CODES" --split "$DATA/valid_ood2.jsonl.gz" --device "$DEVICE" \
+"${BINLLM[@]}" llm eval --model "$RUN/merged" --codes "$CODES" --split "$DATA/valid_ood2.jsonl.gz" --device "$DEVICE" \
     --batch-size 128 --no-progress --report "$RUN/report" | tee "$OUT/eval_valid.json"
 tar -czf "$OUT/adapter_and_report.tar.gz" -C "$RUN" report -C "$(dirname "$ADAPTER")" "$(basename "$ADAPTER")"
 step "done: $OUT"

@@ -2,8 +2,9 @@
 
 A 135M model tuned on a few thousand prompts ranks below its own codes; a logistic regression of the click on
 (LLM margin, code logit), one for warm rows (both own codes in the prompt) and one for cold rows (text-only,
-or a learned unknown code), three numbers each, can beat both. The fit uses `valid_small` (the papers' model-selection split); the weights go into the exported
-model's `binllm.json`, so `binllm llm eval` and `/predict` apply the very same blend.
+or a learned unknown code), three numbers each, can beat both. The fit uses `valid_small` (the papers'
+model-selection split); the weights go into the exported model's `binllm.json`, so `binllm llm eval` and
+`/predict` apply the very same blend.
 
     binllm llm blend --model artifacts/llm/merged --codes artifacts/codes \\
         --split ../shared/data/ml-1m-collm/valid_small_ood2.jsonl.gz
