@@ -39,6 +39,7 @@ def build_store(settings: ServiceSettings) -> CatalogStore:
         from app.store.redis import RedisStore
 
         assert settings.redis_url is not None  # guaranteed by ServiceSettings' validator
+        assert settings.redis_max_connections is not None  # derived by the validator when unset
         url = settings.redis_url.get_secret_value()
         kind = RedisStore
         if settings.redis_cluster or split_cluster_url(url)[1]:
@@ -53,6 +54,7 @@ def build_store(settings: ServiceSettings) -> CatalogStore:
             timeout_s=settings.redis_timeout_s,
             retries=settings.redis_retries,
             health_check_interval_s=settings.redis_health_check_s,
+            pool_wait_s=settings.pool_wait_s,
         )
     from app.store.directory import DirectoryStore
 
@@ -68,7 +70,7 @@ def build_scorer(settings: ServiceSettings, store: CatalogStore) -> Scorer:
             manifest = store.manifest
             return manifest.model if manifest is not None else None
 
-        return VllmScorer(settings.vllm, manifest_source=served_model)
+        return VllmScorer(settings.vllm, manifest_source=served_model, pool_wait_s=settings.pool_wait_s)
     if settings.backend == "local":
         from app.scorers.local import LocalScorer
 

@@ -47,7 +47,12 @@ class VllmSettings(BaseModel):
     timeout_s: float = Field(default=10.0, gt=0, description="Per-request timeout to vLLM, seconds.")
     connect_timeout_s: float = Field(default=1.0, gt=0, description="Connect timeout to vLLM, seconds.")
     max_retries: int = Field(default=2, ge=0, le=5, description="Retries on connection errors and 5xx.")
-    max_connections: int = Field(default=64, ge=1, description="Connection pool size to vLLM.")
+    max_connections: int | None = Field(
+        default=None,
+        ge=1,
+        description="Connection pool size to each vLLM replica; None = derived from "
+        "server.limit_concurrency (`pool_size`).",
+    )
 
 
 class LocalSettings(BaseModel):
@@ -138,7 +143,18 @@ class ServiceSettings(BaseSettings):
         description="BINLLM_REDIS_URL names a node of a Redis Cluster (as does a redis+cluster:// URL).",
     )
     redis_namespace: str = Field(default="binllm", description="Key prefix of published snapshots.")
-    redis_max_connections: int = Field(default=64, ge=1, description="Redis connection pool size per worker.")
+    redis_max_connections: int | None = Field(
+        default=None,
+        ge=1,
+        description="Redis connection pool size per worker; None = derived from server.limit_concurrency "
+        "(`pool_size`).",
+    )
+    pool_wait_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="Most time a request waits for a pooled Redis or vLLM connection when every one is in "
+        "use; past it, 503 `overloaded` + Retry-After. Must be below deadline_s.",
+    )
     redis_timeout_s: float = Field(
         default=1.0, gt=0, description="Redis connect and per-command timeout, seconds."
     )
@@ -207,7 +223,30 @@ class ServiceSettings(BaseSettings):
             raise ValueError("backend=vllm needs BINLLM_VLLM__BASE_URL")
         if self.store == "redis" and self.redis_url is None:
             raise ValueError("store=redis needs BINLLM_REDIS_URL")
+        if self.deadline_s is not None and self.pool_wait_s >= self.deadline_s:
+            raise ValueError(
+                f"BINLLM_POOL_WAIT_S ({self.pool_wait_s}) must be below BINLLM_DEADLINE_S ({self.deadline_s})"
+            )
+        derived = pool_size(self.server.limit_concurrency)
+        if self.redis_max_connections is None:
+            self.redis_max_connections = derived
+        if self.vllm.max_connections is None:
+            self.vllm.max_connections = derived
         return self
+
+
+REQUESTS_PER_POOLED_CONNECTION = 8
+
+
+def pool_size(limit_concurrency: int) -> int:
+    """The Redis and vLLM pool sizes derived from the admission limit: one pooled connection per
+    REQUESTS_PER_POOLED_CONNECTION admitted connections (64 for uvicorn's 512).
+
+    Every admitted request may want a connection at once; a Redis round trip takes well under a millisecond,
+    so a few requests share one connection with no noticeable wait, and the rest wait their turn (up to
+    `pool_wait_s`) rather than fail. One derivation, so raising the admission limit raises the pools with it.
+    """
+    return max(1, -(-limit_concurrency // REQUESTS_PER_POOLED_CONNECTION))
 
 
 def api_key_set(settings: ServiceSettings) -> frozenset[str]:

@@ -40,11 +40,17 @@ from typing import Any, Literal, TypeVar
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from app.errors import BackendResponseError, BackendUnavailableError, BinllmError, SnapshotMissingError
+from app.errors import (
+    BackendResponseError,
+    BackendUnavailableError,
+    BinllmError,
+    OverloadedError,
+    SnapshotMissingError,
+)
 from app.scorers.base import PromptGroup
 from app.scorers.routing import Replicas, Resolver, resolve_addresses
 from app.scorers.served_model import CannotCheckError, answer_token_problems
-from app.settings import VllmSettings
+from app.settings import ServerSettings, VllmSettings, pool_size
 from model_store.contract.snapshot import ModelManifest
 
 logger = logging.getLogger(__name__)
@@ -195,6 +201,8 @@ class VllmScorer:
     Connection errors and 502/503/504 are retried `settings.max_retries` times with a short exponential
     backoff (vLLM restarting or a proxy in front of it); then BackendUnavailableError (-> 503 + Retry-After).
     A read timeout is not retried: the server is alive but overloaded, and a retry would add load.
+    A call waits up to `pool_wait_s` for a pooled connection when all are in use (the read timeout starts
+    only once it has one), then OverloadedError (503 `overloaded`): our own queue, not vLLM's failure.
     """
 
     name = "vllm"
@@ -207,6 +215,7 @@ class VllmScorer:
         manifest_source: Callable[[], ModelManifest | None] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         resolver: Resolver = resolve_addresses,
+        pool_wait_s: float = 2.0,
     ) -> None:
         if not settings.base_url:
             raise ValueError("VllmScorer needs settings.base_url")
@@ -221,15 +230,16 @@ class VllmScorer:
         if settings.api_key is not None:
             headers["Authorization"] = f"Bearer {settings.api_key.get_secret_value()}"
 
+        connections = settings.max_connections or pool_size(ServerSettings().limit_concurrency)
+
         def make_client(url: str) -> httpx.AsyncClient:
             return httpx.AsyncClient(
                 base_url=url,
                 headers=headers,
-                timeout=httpx.Timeout(settings.timeout_s, connect=settings.connect_timeout_s),
-                limits=httpx.Limits(
-                    max_connections=settings.max_connections,
-                    max_keepalive_connections=settings.max_connections,
+                timeout=httpx.Timeout(
+                    settings.timeout_s, connect=settings.connect_timeout_s, pool=pool_wait_s
                 ),
+                limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
                 transport=transport,
             )
 
@@ -360,6 +370,11 @@ class VllmScorer:
             url = order[attempt % len(order)]
             try:
                 response = await self._replicas.client(url).request(method, path, json=json)
+            except httpx.PoolTimeout as exc:
+                raise OverloadedError(
+                    f"no pooled vLLM connection to {url} freed up in time: {exc!r}",
+                    public="the scoring backend is busy; retry shortly",
+                ) from exc
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError) as exc:
                 self._replicas.ring.mark_down(url)
                 if last:

@@ -58,6 +58,7 @@ class RedisClusterStore(RedisStore):
         timeout_s: float = 1.0,
         retries: int = 6,
         health_check_interval_s: float = 5.0,
+        pool_wait_s: float = 2.0,
     ) -> None:
         super().__init__(
             split_cluster_url(url)[0],
@@ -67,6 +68,7 @@ class RedisClusterStore(RedisStore):
             timeout_s=timeout_s,
             retries=retries,
             health_check_interval_s=health_check_interval_s,
+            pool_wait_s=pool_wait_s,
         )
 
     async def open(self) -> None:

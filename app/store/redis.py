@@ -13,7 +13,9 @@ transaction), and that version is what the response reports. Item entries are ca
 
 Connections: a dead pooled connection (Redis restarted) is retried on a fresh one (redis-py `Retry` with
 exponential backoff, connection errors only: a frozen Redis times out once, after `timeout_s`, and is not
-retried), and a connection idle for `health_check_interval_s` is PINGed before use.
+retried), and a connection idle for `health_check_interval_s` is PINGed before use. When every pooled
+connection is in use a request waits for one (a blocking pool) for up to `pool_wait_s`, and only then gets
+503 `overloaded` (`OverloadedError`): a busy, healthy Redis is never reported as unavailable.
 
     BINLLM_STORE=redis BINLLM_REDIS_URL=redis://localhost:6379/0 uvicorn app.main:app
 """
@@ -28,13 +30,14 @@ from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 from pydantic import ValidationError
+from redis.asyncio.connection import BlockingConnectionPool, Connection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import MaxConnectionsError, RedisError
 
 from app import metrics
-from app.errors import SnapshotMissingError, StoreUnavailableError
+from app.errors import OverloadedError, ServerError, SnapshotMissingError, StoreUnavailableError
 from app.store.base import CatalogLookup, ItemCache, history_ids
 from model_store.contract.snapshot import (
     DEFAULT_NAMESPACE,
@@ -55,6 +58,35 @@ _MANIFESTS_KEPT = 8  # manifests are immutable per version; a few cover any publ
 
 def _text(raw: bytes | str | None) -> str | None:
     return raw.decode() if isinstance(raw, bytes) else raw
+
+
+class PoolWaitExceededError(RedisError):
+    """Every pooled connection stayed in use for the whole wait: the store is busy, not down."""
+
+
+class WaitingConnectionPool(BlockingConnectionPool):
+    """redis-py's blocking pool (a request waits up to `timeout` seconds for a free connection), with the
+    end of that wait told apart from a failed connect: it raises PoolWaitExceededError."""
+
+    async def get_connection(self, *args: object, **kwargs: object) -> Connection:
+        """A free connection, waiting for one; PoolWaitExceededError when none frees up in time."""
+        try:
+            return await super().get_connection()
+        except RedisConnectionError as exc:
+            if isinstance(exc.__cause__, TimeoutError):  # redis-py: "No connection available." after the wait
+                raise PoolWaitExceededError(
+                    f"no pooled Redis connection freed up within {self.timeout} s "
+                    f"({self.max_connections} in use)"
+                ) from exc
+            raise
+
+
+def store_error(exc: RedisError) -> ServerError:
+    """The service error for a failed Redis call: overloaded when the pool wait ran out (or a cluster
+    node's pool is full), else unavailable."""
+    if isinstance(exc, PoolWaitExceededError | MaxConnectionsError):
+        return OverloadedError(str(exc), public="the catalogue store is busy; retry shortly")
+    return StoreUnavailableError(f"redis unreachable: {exc}")
 
 
 @dataclass(frozen=True)
@@ -83,10 +115,12 @@ class RedisStore:
         timeout_s: float = 1.0,
         retries: int = 2,
         health_check_interval_s: float = 5.0,
+        pool_wait_s: float = 2.0,
     ) -> None:
         self.namespace = namespace
         self._url = url
         self._max_connections = max_connections
+        self._pool_wait_s = pool_wait_s
         self._timeout_s = timeout_s
         self._retries = retries
         self._health_check_interval_s = health_check_interval_s
@@ -114,9 +148,10 @@ class RedisStore:
         retry = Retry(
             ExponentialBackoff(cap=0.25, base=0.01), self._retries, supported_errors=(RedisConnectionError,)
         )
-        self._client = aioredis.Redis.from_url(
+        pool = WaitingConnectionPool.from_url(
             self._url,
             max_connections=self._max_connections,
+            timeout=self._pool_wait_s,
             socket_timeout=self._timeout_s,
             socket_connect_timeout=self._timeout_s,
             socket_keepalive=True,
@@ -124,14 +159,17 @@ class RedisStore:
             retry=retry,
             retry_on_error=[RedisConnectionError],
         )
+        self._client = aioredis.Redis.from_pool(pool)
         try:
             await self._load_active()
         except (StoreUnavailableError, SnapshotMissingError) as exc:
             logger.warning("redis store: %s", exc.message)
 
-    def _unreachable(self, exc: RedisError) -> StoreUnavailableError:
-        self._error = f"redis unreachable: {exc}"
-        return StoreUnavailableError(self._error)
+    def _unreachable(self, exc: RedisError) -> ServerError:
+        error = store_error(exc)
+        if isinstance(error, StoreUnavailableError):
+            self._error = error.message
+        return error
 
     async def _load_active(self, seen: str | None = None) -> SnapshotManifest:
         """Read the active pointer (unless `seen` already is it) and its manifest; remember them."""
@@ -265,6 +303,8 @@ class RedisStore:
         """Redis reachable and an active snapshot loaded (loading a newer one on the way)."""
         try:
             raw = await self.client.get(active_key(self.namespace))
+        except PoolWaitExceededError:  # busy, not down: every connection is serving requests
+            return [] if self._manifest is not None else ["redis busy"]
         except (RedisError, StoreUnavailableError) as exc:
             logger.warning("redis store not ready: %s", exc)
             return ["redis unreachable"]
@@ -272,6 +312,8 @@ class RedisStore:
             return [f"no active snapshot ({active_key(self.namespace)} is unset)"]
         try:
             await self._load_active(seen=_text(raw))
+        except OverloadedError:
+            return [] if self._manifest is not None else ["redis busy"]
         except (StoreUnavailableError, SnapshotMissingError) as exc:
             logger.warning("redis store not ready: %s", exc.message)
             return [exc.message if isinstance(exc, SnapshotMissingError) else "redis unreachable"]
