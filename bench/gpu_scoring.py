@@ -3,7 +3,8 @@
 Needs only torch and transformers (no network, no vLLM, no weights): the models are random-initialised in
 bf16 with the real shapes, since speed depends on shapes, not on values. `vicuna-7b` is Llama-2-7B's shape
 (Vicuna-7B v1.5: hidden 4096, 32 layers, 32 heads, MLP 11008); `smollm2` is SmolLM2-135M's (hidden 576, 30
-layers, 9 heads / 3 KV heads, MLP 1536; its GGUF is too big to carry to a lent GPU, so its shape stands in).
+layers, 9 heads / 3 KV heads, MLP 1536); random weights of each shape, so no model file is
+needed on the GPU host.
 
 Each user's prompts are laid out as ONE sequence, [prefix | candidate 1 | ... | candidate K], with a 4-D
 attention mask in which every candidate sees the prefix and its own earlier tokens only, and position ids

@@ -27,6 +27,7 @@ def _root(debug: bool = typer.Option(False, "--debug", help="Show tracebacks for
 def _register() -> None:
     """Attach each area's sub-app. None of them imports torch at import time (only when a command runs),
     so `binllm --help` and `binllm publish` work in an image without the ML extras."""
+    from model_store.bundle.commands import bundle_command
     from model_store.codes.commands import codes_app
     from model_store.data.commands import data_app
     from model_store.demo import demo_app
@@ -38,6 +39,7 @@ def _register() -> None:
     app.add_typer(llm_app, name="llm")
     register_publish(app)
     app.add_typer(demo_app, name="demo")
+    app.command("bundle")(bundle_command)
 
 
 def main() -> None:

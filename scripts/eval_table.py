@@ -1,6 +1,6 @@
 """Print the markdown table of the model card and README from the JSON lines `scripts/eval_ml1m.sh` wrote.
 
-    python scripts/eval_table.py /work/runs/ml1m/eval
+    python scripts/eval_table.py runs/ml1m/eval
 
 Rows: codes alone (on the same rows as the LLMs, and on the whole of valid), the untuned model, the text-only
 model (stage 1), BinLLM (stage 2, the LLM's own P(Yes)) and its blend with the code score; columns: AUC / UAUC / logloss on

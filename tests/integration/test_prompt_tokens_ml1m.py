@@ -1,6 +1,6 @@
 """Tokens per candidate on real ML-1M rows: the serving layout with hex codes against the papers' wording.
 
-Target (issue 8): at most 25 SmolLM2 tokens per candidate on average (title, code and answer cue), from
+Target: at most 25 SmolLM2 tokens per candidate on average (title, code and answer cue), from
 about 61 with the papers' wording and 32-bit strings. Counted as the scorers share work: the tokens of the
 full prompt beyond its longest common prefix with the user prefix.
 """

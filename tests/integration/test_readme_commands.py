@@ -80,14 +80,31 @@ def test_readme_llm_walkthrough(tmp_path: Path) -> None:
     assert (snapshot / active / "users.jsonl").stat().st_size > 0
 
 
-def test_readme_gpu_carry() -> None:
-    """`prepare` in the checkout itself (the folder is git-ignored): two parts under 64 MiB with the tree."""
+def test_readme_offline_bundle(tmp_path: Path) -> None:
+    """`binllm bundle` in a checkout-like folder: parts of at most 48 MiB that unpack to the GGUF, the splits and
+    the CPython 3.12 wheels, every checksum checked."""
     if not (SHARED / "data/ml-1m-collm/train_ood2.jsonl.gz").is_file():
         pytest.skip("no ML-1M")
-    result = run_block("gpu_carry", ROOT, timeout=600)
-    carry = ROOT / ".gpu_carry"
-    for part in ("a", "b"):
-        size = sum(path.stat().st_size for path in (carry / part).rglob("*") if path.is_file())
-        assert size < 56 * 2**20, f"{part}: {size} bytes leave too little of 64 MiB for the tree"
-    assert len(list((carry / "b" / "wheels").glob("pydantic_core-*-cp312-*.whl"))) == 1
-    assert "device call 2" in result.stdout
+    work = tmp_path / "checkout"
+    run_block("offline_bundle", work, timeout=600)
+    manifest = json.loads((work / "bundle/bundle.json").read_text())
+    assert all(part["bytes"] <= 48 * 2**20 for part in manifest["parts"]) and len(manifest["parts"]) >= 2
+    unpacked = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "model_store.bundle",
+            "unpack",
+            str(work / "bundle"),
+            "--dest",
+            str(tmp_path / "u"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert unpacked.returncode == 0, unpacked.stderr
+    assert (tmp_path / "u/model/SmolLM2-135M-Instruct.Q4_1.gguf").stat().st_size > 90 * 2**20
+    assert (tmp_path / "u/data/train_ood2.jsonl.gz").is_file()
+    assert len(list((tmp_path / "u/wheels").glob("pydantic_core-*-cp312-*.whl"))) == 1

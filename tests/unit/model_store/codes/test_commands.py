@@ -46,6 +46,18 @@ def test_train_writes_a_self_describing_directory(trained: tuple[Path, dict[str,
     assert json.loads((out / "metrics.json").read_text())["code_version"] == summary["version"]
 
 
+def test_train_records_the_input_paths_as_given(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "data").mkdir()
+    write_interactions(make_interactions(0, 600), tmp_path / "data" / "train.parquet")
+    write_interactions(make_interactions(1, 200), tmp_path / "data" / "valid.parquet")
+    monkeypatch.chdir(tmp_path)
+    args = ["train", "--train", "data/train.parquet", "--valid", "data/valid.parquet", "--out", "codes"]
+    result = CliRunner().invoke(codes_app, [*args, *_FAST])
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_path / "codes" / "config.json").read_text())["data"]
+    assert (data["train"], data["valid"]) == ("data/train.parquet", "data/valid.parquet")
+
+
 def test_eval_on_the_valid_split_reproduces_the_training_summary(
     trained: tuple[Path, dict[str, float]],
 ) -> None:

@@ -1,8 +1,8 @@
-"""The GPU recipe's two halves: the carried GGUF's split/join, and scripts/gpu_recipe.sh end to end on CPU.
+"""scripts/gpu_recipe.sh end to end on CPU, from a bundle as `binllm bundle` writes it.
 
 No GPU here: the recipe runs with `BINLLM_RECIPE_DEVICE=cpu`, a tiny random Llama as the base and a few
 made-up rows in the papers' JSON-lines format (ML-1M ids, so the shipped codes know some of them), which
-checks every command line the lent machine will run and what comes back in $OUT.
+checks every command line the recipe runs on a CUDA host and what it leaves in $OUT.
 """
 
 from __future__ import annotations
@@ -18,31 +18,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from model_store.bundle.commands import bundle_files
+from model_store.bundle.parts import pack_bundle
+
 ROOT = Path(__file__).resolve().parents[4]
-sys.path.insert(0, str(ROOT / "scripts"))
-
-from gpu_carry import SPLITS, join_parts, prepare, split_file  # noqa: E402
-
-
-def test_a_split_file_joins_back_to_the_same_bytes(tmp_path: Path) -> None:
-    source = tmp_path / "model.gguf"
-    source.write_bytes(np.random.default_rng(0).bytes(300_001))
-    digest = split_file(source, tmp_path / "a" / "part.0", tmp_path / "b" / "part.1", first_bytes=100_000)
-    assert (tmp_path / "a" / "part.0").stat().st_size == 100_000
-    joined = join_parts([tmp_path / "a" / "part.0", tmp_path / "b" / "part.1"], digest, tmp_path / "out.gguf")
-    assert joined.read_bytes() == source.read_bytes()
-
-
-def test_a_damaged_or_missing_part_is_refused_and_leaves_no_file(tmp_path: Path) -> None:
-    source = tmp_path / "model.gguf"
-    source.write_bytes(b"x" * 5_000)
-    digest = split_file(source, tmp_path / "a" / "part.0", tmp_path / "b" / "part.1", first_bytes=1_000)
-    (tmp_path / "b" / "part.1").write_bytes(b"y" * 4_000)
-    with pytest.raises(SystemExit, match="do not match"):
-        join_parts([tmp_path / "a" / "part.0", tmp_path / "b" / "part.1"], digest, tmp_path / "out.gguf")
-    with pytest.raises(SystemExit, match="missing carried part"):
-        join_parts([tmp_path / "a" / "gone.0"], digest, tmp_path / "out.gguf")
-    assert not (tmp_path / "out.gguf").exists()
+SPLITS = ("train_ood2.jsonl.gz", "valid_ood2.jsonl.gz", "valid_small_ood2.jsonl.gz")
 
 
 def write_rows(path: Path, n: int, seed: int) -> None:
@@ -66,31 +46,28 @@ def write_rows(path: Path, n: int, seed: int) -> None:
 
 
 @pytest.fixture
-def carried(tmp_path: Path) -> Path:
-    """A carry folder as `prepare` writes it (a small stand-in GGUF, made-up splits, no wheels)."""
+def bundle(tmp_path: Path) -> Path:
+    """A bundle as `binllm bundle --no-wheels` writes it (a small stand-in GGUF, made-up splits)."""
     data = tmp_path / "data"
     data.mkdir()
     for seed, name in enumerate(SPLITS):
         write_rows(data / name, 48 if name.startswith("train") else 24, seed)
     gguf = tmp_path / "SmolLM2-135M-Instruct.Q4_1.gguf"
     gguf.write_bytes(b"gguf" * 1000)
-    prepare(tmp_path / "carry", data, gguf, wheels=False)
-    return tmp_path / "carry"
+    pack_bundle(bundle_files(data, gguf, []), tmp_path / "bundle", 64 * 2**10)
+    return tmp_path / "bundle"
 
 
-def test_prepare_writes_two_parts_the_splits_and_a_checksum(carried: Path) -> None:
-    assert sorted(p.name for p in (carried / "b" / "data").iterdir()) == sorted(SPLITS)
-    assert (carried / "a" / "SmolLM2-135M-Instruct.Q4_1.gguf.0").is_file()
-    assert len((carried / "b" / "SmolLM2-135M-Instruct.Q4_1.gguf.sha256").read_text().strip()) == 64
-
-
-def test_the_recipe_runs_end_to_end_on_cpu(carried: Path, tiny_llama_dir: Path, tmp_path: Path) -> None:
+def test_the_recipe_runs_end_to_end_on_cpu_from_a_bundle(
+    bundle: Path, tiny_llama_dir: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "out"
     env = {
         **os.environ,
         "PYTHON": sys.executable,
         "OUT": str(out),
-        "BINLLM_CARRY": str(carried),
+        "BINLLM_BUNDLE": str(bundle),
+        "BINLLM_CACHE_DIR": str(tmp_path / "cache"),
         "BINLLM_RECIPE_RUN": str(tmp_path / "run"),
         "BINLLM_RECIPE_BASE": str(tiny_llama_dir),
         "BINLLM_RECIPE_DEVICE": "cpu",
@@ -111,3 +88,15 @@ def test_the_recipe_runs_end_to_end_on_cpu(carried: Path, tiny_llama_dir: Path, 
     assert "adapter/adapter_model.safetensors" in names and "adapter/binllm_adapter.json" in names
     assert any(name.startswith("report/") and name.endswith(".png") for name in names)
     assert json.loads((out / "tune_metrics.json").read_text())
+    assert (tmp_path / "cache" / "SmolLM2-135M-Instruct.Q4_1.gguf").read_bytes() == b"gguf" * 1000
+    assert (tmp_path / "run" / "bundle" / "data" / "train_ood2.jsonl.gz").is_file()
+
+
+def test_the_recipe_without_splits_says_where_to_put_them(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHON": sys.executable, "OUT": str(tmp_path / "out"), "BINLLM_BUNDLE": "none"}
+    env["BINLLM_RECIPE_DATA"] = str(tmp_path / "nowhere")
+    result = subprocess.run(
+        ["bash", "scripts/gpu_recipe.sh"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert f"no splits at {tmp_path / 'nowhere'}" in result.stderr
