@@ -33,6 +33,7 @@ def _register() -> None:
     from model_store.demo import demo_app
     from model_store.llm.commands import llm_app
     from model_store.publish.commands import register_publish
+    from model_store.serving import serve_command
 
     app.add_typer(data_app, name="data")
     app.add_typer(codes_app, name="codes")
@@ -40,6 +41,7 @@ def _register() -> None:
     register_publish(app)
     app.add_typer(demo_app, name="demo")
     app.command("bundle")(bundle_command)
+    app.command("serve")(serve_command)
 
 
 def main() -> None:

@@ -13,6 +13,7 @@ model-selection split); the weights go into the exported model's `binllm.json`, 
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,28 @@ from model_store.llm.tune import read_adapter_card
 from model_store.llm.tune_config import ADAPTER_CARD_FILENAME, AdapterCard
 
 IDENTITY = (1.0, 0.0, 0.0)  # the blend that returns P(Yes) unchanged
+# Fewest rows a blend is written from without --force: below a few hundred rows the two weights and the bias
+# follow the sample's noise (a 32-row fit served scores of 0.99998), and the service would rank by that.
+MIN_FIT_ROWS = 300
+
+
+def refuse_small_fit(n_rows: int, classes: Collection[int] | None, *, force: bool) -> None:
+    """Raise (unless `force`) when `n_rows` rows, or one class of labels, are too little for a served blend.
+
+    `classes` is None where only the row count is known yet (a --max-samples below the minimum).
+    """
+    if force:
+        return
+    if n_rows < MIN_FIT_ROWS:
+        raise BinllmJobError(
+            f"the blend would be fitted on {n_rows} rows, fewer than {MIN_FIT_ROWS}: its weights would follow "
+            f"the sample's noise; give --max-samples {MIN_FIT_ROWS} or more, or --force to write it anyway"
+        )
+    if classes is not None and len(set(classes)) < 2:
+        raise BinllmJobError(
+            f"all {n_rows} fit rows have label {next(iter(classes))}: a blend needs clicks and non-clicks; "
+            "fit on another split, or --force to write it anyway"
+        )
 
 
 def code_score_of(book: CodeBook) -> CodeScore:

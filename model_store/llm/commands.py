@@ -340,15 +340,21 @@ def blend_command(
     batch_size: Annotated[int, typer.Option("--batch-size")] = 32,
     device: Annotated[str | None, typer.Option("--device")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
+    force: Annotated[
+        bool, typer.Option("--force", help="Write the blend even from under 300 rows or rows of one class.")
+    ] = False,
 ) -> None:
     """Fit the logistic blend of P(Yes) and the code score on --split; declare it in the model's binllm.json.
 
     Prints one JSON line: the blend's weights and, on the fit split, the metrics of P(Yes) and of the blend.
+    Refuses, saying why, to write a blend from fewer than 300 rows or from rows of one class (`--force`).
     """
     from model_store.codes.codebook import load_codes
-    from model_store.llm.blend import fit_fusion, write_fusion
+    from model_store.llm.blend import MIN_FIT_ROWS, fit_fusion, refuse_small_fit, write_fusion
     from model_store.llm.evaluate import blended_scores, score_split
 
+    if max_samples is not None and max_samples < MIN_FIT_ROWS and not force:  # before the costly scoring
+        refuse_small_fit(max_samples, None, force=False)
     book = load_codes(codes)
     scores = score_split(
         model,
@@ -361,6 +367,7 @@ def blend_command(
         progress=progress,
         use_fusion=False,
     )
+    refuse_small_fit(len(scores.data), {int(label) for label in scores.data.labels}, force=force)
     fusion = fit_fusion(scores, book, fitted_on=f"{split.name} ({len(scores.data)} rows)")
     blended = blended_scores(fusion, scores.p_yes, scores.data, book, scores.warm)
     from model_store.metrics import evaluate_scores

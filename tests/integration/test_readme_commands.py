@@ -11,11 +11,18 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
+
+from app.schemas import PredictResponse
+from tests.integration.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 SHARED = ROOT.parent / "shared"
@@ -59,17 +66,25 @@ def test_every_marked_block_has_a_test() -> None:
     assert not missing, f"README blocks without a test: {missing}"
 
 
-@pytest.mark.skipif(not (SHARED / "data/ml-1m-collm/train_ood2.jsonl.gz").is_file(), reason="no ML-1M")
-def test_readme_llm_walkthrough(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def walkthrough(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """The walkthrough block run once in a checkout-like folder: (that folder, its stdout)."""
+    if not (SHARED / "data/ml-1m-collm/train_ood2.jsonl.gz").is_file():
+        pytest.skip("no ML-1M")
+    work = tmp_path_factory.mktemp("walkthrough") / "checkout"
+    return work, run_block("llm_walkthrough", work, timeout=1800).stdout
+
+
+def test_readme_llm_walkthrough(walkthrough: tuple[Path, str]) -> None:
     """codes train -> llm tune (both stages, --codes) -> export -> blend -> eval --report -> publish."""
-    work = tmp_path / "checkout"
-    result = run_block("llm_walkthrough", work, timeout=1800)
-    lines = json_lines(result.stdout)
+    work, stdout = walkthrough
+    lines = json_lines(stdout)
     assert any("best_epoch" in line for line in lines)  # codes train
     card = next(line for line in lines if "stages" in line and "with_codes" in line)  # llm tune
     assert card["with_codes"] is True and card["stages"] == [1, 2]
     blend = next(line for line in lines if "blend" in line and "p_yes" in line)
     assert set(blend) >= {"fusion", "p_yes", "blend"}
+    assert "(300 rows)" in blend["fusion"]["fitted_on"]  # type: ignore[index]
     metrics = next(line for line in lines if "uauc" in line and "warm" in line)  # llm eval
     assert 0.0 <= float(metrics["auc"]) <= 1.0 and metrics["score"] == "blend"  # type: ignore[arg-type]
     assert (work / "artifacts/llm/report/roc.png").is_file()
@@ -78,6 +93,62 @@ def test_readme_llm_walkthrough(tmp_path: Path) -> None:
     snapshot = work / "artifacts/snapshot"
     active = (snapshot / "ACTIVE").read_text().strip()
     assert (snapshot / active / "users.jsonl").stat().st_size > 0
+
+
+def test_readme_serve_published(walkthrough: tuple[Path, str]) -> None:
+    """`binllm serve` on what the walkthrough's publish and export wrote: ready, then a real /predict."""
+    work, _ = walkthrough
+    port = free_port()
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env |= {"BINLLM_SERVER__PORT": str(port)}
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    script = "set -euo pipefail\n" + readme_blocks()["serve_published"]
+    log = (work / "serve.log").open("wb")
+    proc = subprocess.Popen(
+        ["bash", "-c", script],
+        cwd=work,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        ready = wait_ready(url, proc, timeout_s=300)
+        assert ready["status"] == "ready" and ready["backend"] == "local"
+        snapshot = work / "artifacts/snapshot"
+        version = snapshot / (snapshot / "ACTIVE").read_text().strip()
+        user = json.loads((version / "users.jsonl").read_text().splitlines()[0])["id"]
+        items = [json.loads(line)["id"] for line in (version / "items.jsonl").read_text().splitlines()[:3]]
+        body = json.dumps({"user_id": user, "item_ids": items}).encode()
+        request = urllib.request.Request(
+            f"{url}/predict", data=body, headers={"content-type": "application/json"}, method="POST"
+        )
+        with urllib.request.urlopen(request, timeout=120) as response:
+            answer = PredictResponse.model_validate_json(response.read())
+        assert answer.score_kind == "blend" and answer.degraded is None
+        assert [score.item_id for score in answer.scores] == items
+        assert all(0.0 < score.score < 1.0 for score in answer.scores)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)  # bash and the server it started
+        proc.wait(timeout=30)
+        log.close()
+
+
+def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float) -> dict[str, object]:
+    """Poll /readyz until it says ready (the model loads first); fail with the log's tail if the server exits."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"binllm serve exited with {proc.returncode}"
+        try:
+            with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:
+                answer: dict[str, object] = json.loads(response.read())
+            if answer["status"] == "ready":  # "degraded" while the in-process model still loads
+                return answer
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"{url}/readyz not ready after {timeout_s} s")
 
 
 def test_readme_offline_bundle(tmp_path: Path) -> None:

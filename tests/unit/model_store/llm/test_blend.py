@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pytest
+from typer.testing import CliRunner
 
 from model_store.codes.codebook import CodeBook
 from model_store.contract.fusion import logit
-from model_store.llm.blend import IDENTITY, code_score_of, fit_fusion
+from model_store.errors import BinllmJobError
+from model_store.llm.blend import IDENTITY, MIN_FIT_ROWS, code_score_of, fit_fusion, refuse_small_fit
+from model_store.llm.commands import llm_app
 from model_store.llm.dataset import PromptSet
 from model_store.llm.evaluate import SplitScores, warm_rows
 
@@ -54,3 +60,27 @@ def test_cold_rows_get_their_own_weights_when_every_prompt_has_codes() -> None:
     assert abs(w_llm) < 0.3 and 1.6 < w_code < 2.4
     c_llm, c_code, _ = fusion.cold
     assert fusion.cold != IDENTITY and 1.2 < c_llm < 1.8 and abs(c_code) < 0.5
+
+
+def test_a_blend_from_fewer_than_300_rows_is_refused_saying_why() -> None:
+    with pytest.raises(BinllmJobError, match=r"fitted on 32 rows, fewer than 300: .* --force"):
+        refuse_small_fit(32, {0, 1}, force=False)
+    refuse_small_fit(32, {0, 1}, force=True)
+    refuse_small_fit(MIN_FIT_ROWS, {0, 1}, force=False)
+
+
+def test_a_blend_from_rows_of_one_class_is_refused_saying_why() -> None:
+    with pytest.raises(
+        BinllmJobError, match=r"all 400 fit rows have label 1: a blend needs clicks and non-clicks"
+    ):
+        refuse_small_fit(400, {1}, force=False)
+    refuse_small_fit(400, {1}, force=True)
+
+
+def test_the_blend_command_refuses_a_small_sample_before_loading_anything(tmp_path: Path) -> None:
+    args = ["blend", "--model", str(tmp_path / "none"), "--codes", str(tmp_path / "none")]
+    args += ["--split", str(tmp_path / "none.jsonl"), "--max-samples", "32"]
+    result = CliRunner().invoke(llm_app, args)
+    assert isinstance(result.exception, BinllmJobError)
+    assert "fewer than 300" in str(result.exception)
+    assert not (tmp_path / "none").exists()
