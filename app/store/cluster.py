@@ -21,19 +21,19 @@ from __future__ import annotations
 
 import logging
 
-from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app import metrics
 from app.errors import SnapshotMissingError, StoreUnavailableError
-from app.store.redis import RedisStore, _Read, _text
+from app.store.redis import STORE_ERRORS, RedisStore, _Read, _text
 from model_store.contract.snapshot import (
     DEFAULT_NAMESPACE,
     active_key,
+    cluster_seed_nodes,
     item_key,
     manifest_key,
     split_cluster_url,
@@ -72,10 +72,13 @@ class RedisClusterStore(RedisStore):
         )
 
     async def open(self) -> None:
-        """Discover the cluster from the seed URL and try to load the active manifest."""
+        """Discover the cluster from any live seed node of the URL and try to load the active manifest;
+        with the cluster out of reach it opens anyway (not ready) and discovers it on a later call."""
         retry = Retry(ExponentialBackoff(cap=0.5, base=0.02), self._retries)
+        first, seeds = cluster_seed_nodes(self._url)
         self._client = RedisCluster.from_url(  # type: ignore[assignment]
-            self._url,
+            first,
+            startup_nodes=[ClusterNode(host, port) for host, port in seeds[1:]],
             max_connections=self._max_connections,
             socket_timeout=self._timeout_s,
             socket_connect_timeout=self._timeout_s,
@@ -104,7 +107,7 @@ class RedisClusterStore(RedisStore):
             pipe.get(item_key(version, item_id, self.namespace))
         try:
             results = await pipe.execute()
-        except RedisError as exc:
+        except STORE_ERRORS as exc:
             raise self._unreachable(exc) from exc
         finally:
             metrics.STORE_ROUND_TRIPS.labels(self.name).inc()
@@ -123,7 +126,7 @@ class RedisClusterStore(RedisStore):
             pipe.get(item_key(version, item_id, self.namespace))
         try:
             raw = await pipe.execute()
-        except RedisError as exc:
+        except STORE_ERRORS as exc:
             raise self._unreachable(exc) from exc
         finally:
             metrics.STORE_ROUND_TRIPS.labels(self.name).inc()

@@ -34,7 +34,7 @@ from redis.asyncio.connection import BlockingConnectionPool, Connection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import MaxConnectionsError, RedisError
+from redis.exceptions import MaxConnectionsError, RedisClusterException, RedisError
 
 from app import metrics
 from app.errors import OverloadedError, ServerError, SnapshotMissingError, StoreUnavailableError
@@ -81,7 +81,11 @@ class WaitingConnectionPool(BlockingConnectionPool):
             raise
 
 
-def store_error(exc: RedisError) -> ServerError:
+# a Redis Cluster out of reach raises RedisClusterException, which is not a RedisError
+STORE_ERRORS = (RedisError, RedisClusterException)
+
+
+def store_error(exc: Exception) -> ServerError:
     """The service error for a failed Redis call: overloaded when the pool wait ran out (or a cluster
     node's pool is full), else unavailable."""
     if isinstance(exc, PoolWaitExceededError | MaxConnectionsError):
@@ -165,7 +169,7 @@ class RedisStore:
         except (StoreUnavailableError, SnapshotMissingError) as exc:
             logger.warning("redis store: %s", exc.message)
 
-    def _unreachable(self, exc: RedisError) -> ServerError:
+    def _unreachable(self, exc: Exception) -> ServerError:
         error = store_error(exc)
         if isinstance(error, StoreUnavailableError):
             self._error = error.message
@@ -189,7 +193,7 @@ class RedisStore:
                     return known
                 raw_manifest = await self.client.get(manifest_key(version, self.namespace))
                 metrics.STORE_ROUND_TRIPS.labels(self.name).inc()
-            except RedisError as exc:
+            except STORE_ERRORS as exc:
                 raise self._unreachable(exc) from exc
             if raw_manifest is None:
                 self._error = f"active snapshot {version!r} has no manifest"
@@ -216,7 +220,7 @@ class RedisStore:
             pipe.mget([item_key(version, item_id, self.namespace) for item_id in misses])
         try:
             results = await pipe.execute()
-        except RedisError as exc:
+        except STORE_ERRORS as exc:
             raise self._unreachable(exc) from exc
         finally:
             metrics.STORE_ROUND_TRIPS.labels(self.name).inc()
@@ -273,7 +277,7 @@ class RedisStore:
         """One MGET of `version`'s item entries."""
         try:
             raw = await self.client.mget([item_key(version, item_id, self.namespace) for item_id in item_ids])
-        except RedisError as exc:
+        except STORE_ERRORS as exc:
             raise self._unreachable(exc) from exc
         finally:
             metrics.STORE_ROUND_TRIPS.labels(self.name).inc()
@@ -305,7 +309,7 @@ class RedisStore:
             raw = await self.client.get(active_key(self.namespace))
         except PoolWaitExceededError:  # busy, not down: every connection is serving requests
             return [] if self._manifest is not None else ["redis busy"]
-        except (RedisError, StoreUnavailableError) as exc:
+        except (*STORE_ERRORS, StoreUnavailableError) as exc:
             logger.warning("redis store not ready: %s", exc)
             return ["redis unreachable"]
         if raw is None:

@@ -151,6 +151,33 @@ def split_cluster_url(url: str) -> tuple[str, bool]:
     return url, False
 
 
+def cluster_seed_nodes(url: str) -> tuple[str, list[tuple[str, int]]]:
+    """A cluster URL naming one or several seed nodes (`redis://[user:pw@]h1:p1,h2:p2[/db][?query]`, after
+    `split_cluster_url`): the URL with only the first node, for the client's other settings, and every
+    (host, port), so a client can start from whichever seed answers.
+
+    >>> cluster_seed_nodes("redis://:pw@a:7000,b:7001/0")
+    ('redis://:pw@a:7000/0', [('a', 7000), ('b', 7001)])
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise ValueError(f"not a URL: {url!r}")
+    authority, slash, tail = rest.partition("/")
+    if not slash:
+        authority, query, tail = rest.partition("?")
+        tail = f"{query}{tail}"
+    credentials, at, hosts = authority.rpartition("@")
+    nodes: list[tuple[str, int]] = []
+    for part in hosts.split(","):
+        host, colon, port = part.strip().rpartition(":")
+        if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"seed node {part.strip()!r} of the Redis Cluster URL is not host:port")
+        nodes.append((host.strip("[]"), int(port)))
+    host_part = hosts.split(",")[0].strip()
+    first = f"{credentials}{at}{host_part}"
+    return f"{scheme}://{first}{slash}{tail}", nodes
+
+
 ACTIVE_FILENAME = "ACTIVE"
 SNAPSHOT_MANIFEST_FILENAME = "manifest.json"
 USERS_FILENAME = "users.jsonl"

@@ -22,9 +22,16 @@ import time
 from typing import Any
 
 import redis
-from redis.cluster import RedisCluster
+from redis.cluster import ClusterNode, RedisCluster
+from redis.exceptions import RedisClusterException
 
-from model_store.contract.snapshot import DEFAULT_NAMESPACE, active_key, manifest_key, versions_key
+from model_store.contract.snapshot import (
+    DEFAULT_NAMESPACE,
+    active_key,
+    cluster_seed_nodes,
+    manifest_key,
+    versions_key,
+)
 from model_store.errors import PublishError
 from model_store.publish.lock import DEFAULT_LOCK_TIMEOUT_S, DEFAULT_LOCK_WAIT_S
 from model_store.publish.redis import (
@@ -57,11 +64,16 @@ class RedisClusterPublisher(RedisPublisher):
         lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S,
         lock_wait_s: float = DEFAULT_LOCK_WAIT_S,
     ) -> RedisClusterPublisher:
-        """Connect to any node (the client discovers the rest) and ping every primary."""
+        """Connect to any live seed node of `url` (one or several, `redis://h1:p1,h2:p2`; the client discovers
+        the rest) and ping every primary."""
         try:
-            client = RedisCluster.from_url(url, socket_connect_timeout=5, socket_timeout=30)
+            first, seeds = cluster_seed_nodes(url)
+            others = [ClusterNode(host, port) for host, port in seeds[1:]]
+            client = RedisCluster.from_url(
+                first, startup_nodes=others, socket_connect_timeout=5, socket_timeout=30
+            )
             client.ping(target_nodes=RedisCluster.PRIMARIES)
-        except (redis.RedisError, ValueError) as exc:
+        except (redis.RedisError, RedisClusterException, ValueError) as exc:
             raise PublishError(f"Redis Cluster unreachable at {redact_url(url)}: {exc}") from exc
         return cls(
             client,  # type: ignore[arg-type]

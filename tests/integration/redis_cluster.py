@@ -109,10 +109,13 @@ def start_node(workdir: Path, port: int) -> subprocess.Popen[bytes]:
 
 
 @contextmanager
-def running_cluster(workdir: Path, *, primaries: int = 3, replicas: int = 0) -> Iterator[ClusterHandle]:
-    """Start `primaries * (1 + replicas)` nodes and join them into one cluster; stop them all after."""
+def running_cluster(
+    workdir: Path, *, primaries: int = 3, replicas: int = 0, ports: list[int] | None = None
+) -> Iterator[ClusterHandle]:
+    """Start `primaries * (1 + replicas)` nodes (on `ports`, default free ones) and join them into one
+    cluster; stop them all after."""
     assert REDIS_SERVER is not None and REDIS_CLI is not None, "redis-server and redis-cli are needed"
-    handle = ClusterHandle(ports=[free_port() for _ in range(primaries * (1 + replicas))])
+    handle = ClusterHandle(ports=ports or [free_port() for _ in range(primaries * (1 + replicas))])
     try:
         for port in handle.ports:
             handle.procs[port] = start_node(workdir / str(port), port)

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from model_store.contract.snapshot import ItemEntry, UserEntry, entry_json, split_cluster_url
+from model_store.contract.snapshot import (
+    ItemEntry,
+    UserEntry,
+    cluster_seed_nodes,
+    entry_json,
+    split_cluster_url,
+)
 
 
 def test_stored_entries_leave_defaults_out_and_read_back_equal() -> None:
@@ -33,3 +39,24 @@ def test_a_user_published_with_titles_still_reads() -> None:
 )
 def test_a_cluster_url_is_a_plain_url_plus_a_flag(url: str, expected: tuple[str, bool]) -> None:
     assert split_cluster_url(url) == expected
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("redis://node-0:6379", ("redis://node-0:6379", [("node-0", 6379)])),
+        ("redis://a:7001,b:7003", ("redis://a:7001", [("a", 7001), ("b", 7003)])),
+        ("rediss://u:p@a:1, b:2/0?x=1", ("rediss://u:p@a:1/0?x=1", [("a", 1), ("b", 2)])),
+        ("redis://[::1]:7000,c:3", ("redis://[::1]:7000", [("::1", 7000), ("c", 3)])),
+    ],
+)
+def test_a_cluster_url_may_name_several_seed_nodes(
+    url: str, expected: tuple[str, list[tuple[str, int]]]
+) -> None:
+    assert cluster_seed_nodes(url) == expected
+
+
+@pytest.mark.parametrize("url", ["redis://a:7001,b", "redis://a:x", "redis://a:7001,:2", "redis://a:99999"])
+def test_a_seed_node_without_a_port_is_refused_naming_it(url: str) -> None:
+    with pytest.raises(ValueError, match="is not host:port"):
+        cluster_seed_nodes(url)
