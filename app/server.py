@@ -4,8 +4,11 @@ The one place the server's command line is decided (`make serve`, the chart and 
 module), so a limit has one home. Limits, all settings (`BINLLM_SERVER__*`):
 
 * `limit_concurrency`: connections + requests beyond it get uvicorn's 503 at once;
-* `header_timeout_s`: a connection that has not sent complete request headers within it is closed
-  (uvicorn has no such timer of its own: 300 connections trickling headers would otherwise stay open);
+* `header_timeout_s`: a request whose headers are not complete within it (from the connection's opening,
+  or from the first byte of a later request on a kept-alive connection) has its connection closed (uvicorn
+  has no such timer of its own: 300 connections trickling headers would otherwise stay open);
+* `body_timeout_s`: a body not complete within it of its headers gets 408 and a closed connection (a body
+  sent one byte every 2 s would otherwise hold a connection, and a concurrency slot, for ever);
 * `timeout_keep_alive_s`: idle keep-alive connections are closed after it;
 * `max_header_bytes`: h11's limit on the request line plus headers (larger: 400);
 * `backlog`, `timeout_graceful_shutdown_s`.
@@ -18,32 +21,99 @@ The body limit (413) is the app's own (`BINLLM_MAX_BODY_BYTES`, `app/api/guard.p
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
+import h11
 import uvicorn
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from app.settings import ServerSettings, get_settings
 
+REQUEST_TIMEOUT_BODY = json.dumps(
+    {
+        "error": {
+            "type": "request_timeout",
+            "message": "the request body did not arrive in time",
+            "param": None,
+        }
+    },
+    separators=(",", ":"),
+).encode()
+
 
 class GuardedH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol plus a header timeout: close a connection whose first request's headers
-    are not complete `header_timeout_s` after it opened."""
+    """uvicorn's h11 protocol plus two timers uvicorn lacks, so a slow client cannot hold a connection:
+
+    * header timeout: a request's line and headers must be complete `header_timeout_s` after the connection
+      opened (first request) or after the request's first byte arrived (every later request on a kept-alive
+      connection); otherwise the connection is closed;
+    * body timeout: once the headers are in, the whole body must arrive within `body_timeout_s`; otherwise
+      the app sees the client leave (its work is cancelled) and the client gets 408 `request_timeout` and a
+      closed connection.
+
+    The settings are read in each worker process (`get_settings()`).
+    """
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        """Set up as uvicorn does, then arm the header timer (the setting is read in each worker process)."""
+        """Set up as uvicorn does, then arm the header timer of the first request."""
         super().connection_made(transport)
-        timeout_s = get_settings().server.header_timeout_s
-        self._header_timer = self.loop.call_later(timeout_s, self._header_timeout)
+        server = get_settings().server
+        self._header_timeout_s = server.header_timeout_s
+        self._body_timeout_s = server.body_timeout_s
+        self._header_timer: asyncio.TimerHandle | None = None
+        self._body_timer: asyncio.TimerHandle | None = None
+        self._arm_header_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        """Disarm the timer."""
-        self._header_timer.cancel()
+        """Disarm the timers."""
+        self._cancel_timers()
         super().connection_lost(exc)
 
+    def data_received(self, data: bytes) -> None:
+        """The first byte of a request on a kept-alive connection starts its header timer; complete headers
+        that announce a body start the body timer."""
+        if self._header_timer is None and self.conn.their_state is h11.IDLE:
+            self._arm_header_timer()
+        super().data_received(data)
+        if self._body_timer is None and self.conn.their_state is h11.SEND_BODY:
+            self._body_timer = self.loop.call_later(self._body_timeout_s, self._body_timeout)
+
+    def on_response_complete(self) -> None:
+        """The request is over: its timers go; buffered bytes of a next request start that one's timer."""
+        self._cancel_timers()
+        super().on_response_complete()
+        if self.conn.their_state is h11.IDLE and self.conn.trailing_data[0]:
+            self._arm_header_timer()
+
+    def _arm_header_timer(self) -> None:
+        self._header_timer = self.loop.call_later(self._header_timeout_s, self._header_timeout)
+
+    def _cancel_timers(self) -> None:
+        for timer in (self._header_timer, self._body_timer):
+            if timer is not None:
+                timer.cancel()
+        self._header_timer = self._body_timer = None
+
     def _header_timeout(self) -> None:
-        if self.scope is None and not self.transport.is_closing():  # no request line + headers yet
+        self._header_timer = None
+        if self.conn.their_state is h11.IDLE and not self.transport.is_closing():  # headers not complete
             self.transport.close()
+
+    def _body_timeout(self) -> None:
+        self._body_timer = None
+        cycle = self.cycle
+        if cycle is None or not cycle.more_body or self.transport.is_closing():
+            return  # the body is complete
+        cycle.disconnected = True  # the app's receive() now says http.disconnect; what it sends is dropped
+        cycle.message_event.set()
+        if not cycle.response_started:
+            head = (
+                b"HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\nconnection: close\r\n"
+                b"content-length: " + str(len(REQUEST_TIMEOUT_BODY)).encode() + b"\r\n\r\n"
+            )
+            self.transport.write(head + REQUEST_TIMEOUT_BODY)
+        self.transport.close()
 
 
 def uvicorn_options(server: ServerSettings) -> dict[str, Any]:

@@ -104,7 +104,15 @@ class ServerSettings(BaseModel):
         description="Open connections + requests per worker beyond which uvicorn answers 503.",
     )
     header_timeout_s: float = Field(
-        default=10.0, gt=0, description="A connection must send complete request headers within this."
+        default=10.0,
+        gt=0,
+        description="Each request's headers must be complete within this (of the connection opening, or of "
+        "the request's first byte on a kept-alive connection), else the connection is closed.",
+    )
+    body_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="A request's whole body must arrive within this of its headers (else 408, connection closed).",
     )
     timeout_keep_alive_s: int = Field(
         default=5, ge=1, description="Idle keep-alive connections close after it."

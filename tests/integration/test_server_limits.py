@@ -36,7 +36,7 @@ def fake_vllm() -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def server(redis_server: str, fake_vllm: str) -> Iterator[str]:
-    """`python -m app.server` with a 1 s header timeout, backend=vllm on the fake server."""
+    """`python -m app.server` with 1 s header and body timeouts, backend=vllm on the fake server."""
     snapshot = make_snapshot("v1")
     manifest = snapshot.manifest.model_copy(
         update={
@@ -56,6 +56,7 @@ def server(redis_server: str, fake_vllm: str) -> Iterator[str]:
         "BINLLM_DEADLINE_S": "20",
         "BINLLM_SERVER__PORT": str(port),
         "BINLLM_SERVER__HEADER_TIMEOUT_S": "1",
+        "BINLLM_SERVER__BODY_TIMEOUT_S": "1",
     }
     proc = subprocess.Popen([sys.executable, "-m", "app.server"], cwd=REPO, env=env)
     url = f"http://127.0.0.1:{port}"
@@ -78,6 +79,30 @@ def _port(url: str) -> int:
     return int(url.rsplit(":", 1)[1])
 
 
+def closed_by_server(sock: socket.socket) -> tuple[bool, bytes]:
+    """Whether the server has closed `sock` (reading what it sent first), without waiting more than 0.5 s
+    for a connection that is still open."""
+    sock.settimeout(0.5)
+    received = b""
+    try:
+        while chunk := sock.recv(65536):
+            received += chunk
+    except TimeoutError:
+        return False, received
+    except OSError:  # reset by the server
+        return True, received
+    return True, received
+
+
+def send_unless_closed(sock: socket.socket, data: bytes) -> bool:
+    """Send `data`; False when the server has already closed the connection."""
+    try:
+        sock.sendall(data)
+    except OSError:
+        return False
+    return True
+
+
 def test_connections_trickling_headers_are_closed_after_the_header_timeout(server: str) -> None:
     socks = []
     for _ in range(50):
@@ -85,15 +110,64 @@ def test_connections_trickling_headers_are_closed_after_the_header_timeout(serve
         sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\n")  # the headers never end
         socks.append(sock)
     time.sleep(2.5)
-    closed = 0
+    closed = sum(closed_by_server(sock)[0] for sock in socks)
     for sock in socks:
-        try:
-            closed += sock.recv(1) == b""
-        except OSError:
-            closed += 1
         sock.close()
     report(f"slow headers: {closed} of {len(socks)} connections closed by the server after 2.5 s")
     assert closed == len(socks)
+    assert httpx.get(f"{server}/healthz").status_code == 200
+
+
+def test_a_kept_alive_connections_next_request_trickling_headers_is_closed(server: str) -> None:
+    """The header timeout covers every request on a connection, not only its first."""
+    socks = []
+    for _ in range(30):
+        sock = socket.create_connection(("127.0.0.1", _port(server)), timeout=5)
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        socks.append(sock)
+    sent = [False] * len(socks)
+    deadline = time.monotonic() + 2.5
+    while time.monotonic() < deadline:  # the next request's head, one header line every 0.3 s
+        for k, sock in enumerate(socks):
+            line = b"X-Slow: 1\r\n" if sent[k] else b"GET /healthz HTTP/1.1\r\n"
+            sent[k] = sent[k] or send_unless_closed(sock, line)
+        time.sleep(0.3)
+    closed = 0
+    for sock in socks:
+        try:
+            closed += closed_by_server(sock)[0]
+        finally:
+            sock.close()
+    report(
+        f"slow headers on a kept-alive connection: {closed} of {len(socks)} closed by the server after 2.5 s"
+    )
+    assert closed == len(socks)
+
+
+def test_a_body_trickled_after_complete_headers_gets_408_and_is_closed(server: str) -> None:
+    socks = []
+    for _ in range(30):
+        sock = socket.create_connection(("127.0.0.1", _port(server)), timeout=5)
+        head = b"POST /predict HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n"
+        sock.sendall(head + b"{")
+        socks.append(sock)
+    deadline = time.monotonic() + 2.5
+    while time.monotonic() < deadline:  # one byte every 0.3 s per connection
+        for sock in socks:
+            send_unless_closed(sock, b" ")
+        time.sleep(0.3)
+    answers = []
+    for sock in socks:
+        try:
+            answers.append(closed_by_server(sock))
+        finally:
+            sock.close()
+    closed = sum(done for done, _ in answers)
+    timed_out = sum(reply.startswith(b"HTTP/1.1 408") for _, reply in answers)
+    report(f"slow body: {closed} of {len(socks)} closed by the server after 2.5 s, {timed_out} with 408")
+    assert closed == timed_out == len(socks)
+    assert b'"type":"request_timeout"' in answers[0][1]
     assert httpx.get(f"{server}/healthz").status_code == 200
 
 
