@@ -137,6 +137,20 @@ class SnapshotMissingError(_RetryLater):
     summary = "no complete snapshot is active; retry later"
 
 
+class InvalidSnapshotError(SnapshotMissingError):
+    """A snapshot version failed validation when loaded (a code wider than the manifest's bits, a negative
+    code, counts that disagree with the manifest, bytes that are not UTF-8...): the store refuses it.
+
+    `file` names what failed (`v2/items.jsonl`, `items`), `reason` is one short word for metrics
+    (`code_width`, `code_sign`, `count`, `encoding`, `malformed`, `manifest`, `missing`).
+    """
+
+    def __init__(self, message: str, *, file: str, reason: str) -> None:
+        super().__init__(message)
+        self.file = file
+        self.reason = reason
+
+
 class NotReadyError(_RetryLater):
     """/readyz: some dependency is not ready; the message lists every reason."""
 

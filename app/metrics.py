@@ -97,6 +97,11 @@ CLIENT_DISCONNECTS = Counter(
     "binllm_client_disconnects_total", "Requests cancelled because the client hung up before the answer."
 )
 ERRORS = Counter("binllm_errors_total", "Error responses, by error type.", ["type"])
+SNAPSHOT_REJECTED = Counter(
+    "binllm_snapshot_rejected_total",
+    "Snapshot versions refused at load time (the last good one keeps serving), by store, file and reason.",
+    ["store", "file", "reason"],
+)
 
 
 def _registry() -> CollectorRegistry:

@@ -99,6 +99,18 @@ class SnapshotManifest(BaseModel):
     )
 
 
+def code_problem(code: int | None, bits: int) -> tuple[str, str] | None:
+    """Why a stored code cannot be written in `bits` bits: (kind, text) with kind "code_sign" or
+    "code_width"; None when it can, or when there is no code (a cold user or item)."""
+    if code is None:
+        return None
+    if code < 0:
+        return "code_sign", f"negative code {code}"
+    if code >> bits:
+        return "code_width", f"code {code} needs {code.bit_length()} bits, the manifest says {bits}"
+    return None
+
+
 def entry_json(entry: BaseModel) -> str:
     """How a user or item entry is stored: compact JSON without default fields (readers fill them in)."""
     return entry.model_dump_json(exclude_defaults=True)
