@@ -5,7 +5,9 @@
   equal-count bins) against the diagonal; AUC only ranks, so a model can rank well and still be far off in
   probability, which is what the service's consumers see.
 * `summary.md`: a markdown table (n, positive rate, AUC, UAUC when user ids are given, logloss per subset),
-  the caller's `extra` key/values, and links to the two images.
+  the caller's `extra` key/values, and links to the two images. A figure from too small a sample (fewer than
+  200 rows; for UAUC, 200 users with both labels: `model_store.small_sample`) reads "too few rows" or "too
+  few users" instead, since a 0.0000 or 1.0000 from a handful of rows is noise, not a result.
 
 The numbers come from `model_store.metrics`, the same functions every `eval` command prints, so a report
 never disagrees with the JSON line next to it. A subset where a metric is undefined (no rows, or one label
@@ -29,6 +31,7 @@ from sklearn.calibration import calibration_curve
 from sklearn.metrics import roc_curve
 
 from model_store import metrics
+from model_store.small_sample import MIN_SAMPLE, is_small_sample
 
 # Headless: the offline job runs in containers and CI without a display; select Agg before pyplot loads.
 matplotlib.use("Agg")
@@ -78,7 +81,7 @@ def write_report(
 
     `labels` are 0/1 clicks, `scores` click probabilities, `warm_mask` True for warm rows, all in one row
     order; `user_ids` (same order) adds UAUC. Returns {"all"|"warm"|"cold": {"n", "positive_rate", "auc",
-    ["uauc",] "logloss"}}, with None where a metric is undefined for that subset.
+    ["uauc", "uauc_users",] "logloss"}}, with None where a metric is undefined for that subset.
     """
     y = np.asarray(labels, dtype=np.float64)
     s = np.asarray(scores, dtype=np.float64)
@@ -104,11 +107,13 @@ def write_report(
 
 
 def subset_metrics(labels: np.ndarray, scores: np.ndarray, user_ids: np.ndarray | None) -> SubsetMetrics:
-    """n, positive_rate, auc, uauc (only with user ids) and logloss of one subset; None where undefined."""
+    """n, positive_rate, auc, uauc and uauc_users (only with user ids) and logloss of one subset; None where
+    undefined. `uauc_users` counts the users UAUC averages over: those with both labels."""
     n = int(labels.size)
     result: SubsetMetrics = {"n": n, "positive_rate": float(labels.mean()) if n else None, "auc": None}
     if user_ids is not None:
         result["uauc"] = None
+        result["uauc_users"] = _users_with_both_labels(user_ids, labels)
     result["logloss"] = metrics.logloss(labels, scores) if n else None
     if np.unique(labels).size < 2:  # AUC needs both labels; the project's metrics raise without them
         return result
@@ -120,6 +125,15 @@ def subset_metrics(labels: np.ndarray, scores: np.ndarray, user_ids: np.ndarray 
     else:
         result["auc"] = metrics.auc(labels, scores)
     return result
+
+
+def _users_with_both_labels(user_ids: np.ndarray, labels: np.ndarray) -> int:
+    if labels.size == 0:
+        return 0
+    _, index = np.unique(user_ids, return_inverse=True)
+    clicks = np.bincount(index, weights=labels)  # [users]
+    rows = np.bincount(index)  # [users]
+    return int(((clicks > 0) & (clicks < rows)).sum())
 
 
 def summary_markdown(
@@ -138,8 +152,24 @@ def summary_markdown(
         "| rows | " + " | ".join(columns) + " |",
         "|---|" + "---:|" * len(columns),
     ]
+    hidden = False
     for name, values in results.items():
-        lines.append(f"| {name} | " + " | ".join(_cell(values.get(key)) for key in keys) + " |")
+        cells = []
+        for key in keys:
+            count, unit = _sample_of(values, key)
+            if values.get(key) is not None and count is not None and is_small_sample(count):
+                cells.append(f"too few {unit}")
+                hidden = True
+            else:
+                cells.append(_cell(values.get(key)))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if hidden:
+        users = f" (UAUC: {MIN_SAMPLE} users with both labels)" if with_uauc else ""
+        lines += [
+            "",
+            f"*too few*: a figure from fewer than {MIN_SAMPLE} rows{users} is too noisy to show; the eval "
+            "command's JSON line still has it.",
+        ]
     if extra:
         lines += ["", "| key | value |", "|---|---|"]
         lines += [f"| {_escape(str(key))} | {_escape(str(value))} |" for key, value in extra.items()]
@@ -153,6 +183,19 @@ def summary_markdown(
         "",
     ]
     return "\n".join(lines)
+
+
+def _sample_of(values: Mapping[str, float | int | None], key: str) -> tuple[int | None, str]:
+    """How many rows (or users, for UAUC) a metric was computed from; None for the counts themselves."""
+    if key in ("auc", "logloss"):
+        return _as_count(values.get("n")), "rows"
+    if key == "uauc":
+        return _as_count(values.get("uauc_users")), "users"
+    return None, ""
+
+
+def _as_count(value: float | int | None) -> int | None:
+    return None if value is None else int(value)
 
 
 def _cell(value: float | int | None) -> str:

@@ -22,14 +22,14 @@ from tests.unit.model_store.codes.conftest import make_interactions, write_inter
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def _generated(seed: int = 7, n: int = 600) -> dict[str, np.ndarray]:
+def _generated(seed: int = 7, n: int = 600, users: int = 30) -> dict[str, np.ndarray]:
     """Scores that rank clicks better for warm rows than for cold ones, as probabilities in (0, 1)."""
     rng = np.random.default_rng(seed)
     labels = (rng.random(n) < 0.4).astype(np.int64)
     warm = rng.random(n) < 0.6
     signal = np.where(warm, 1.5, 0.4)
     scores = 1.0 / (1.0 + np.exp(-(rng.normal(0.0, 1.0, n) + signal * (labels - 0.5))))
-    return {"labels": labels, "scores": scores, "warm": warm, "users": rng.integers(0, 30, n)}
+    return {"labels": labels, "scores": scores, "warm": warm, "users": rng.integers(0, users, n)}
 
 
 def _row(summary: str, name: str) -> list[str]:
@@ -45,7 +45,7 @@ def _assert_png(path: Path) -> None:
 
 
 def test_report_writes_three_files_with_the_sklearn_figures(tmp_path: Path) -> None:
-    g = _generated()
+    g = _generated(n=4000, users=300)  # every subset over 200 rows and 200 users with both labels
     results = write_report(
         tmp_path / "report",
         labels=g["labels"],
@@ -63,6 +63,7 @@ def test_report_writes_three_files_with_the_sklearn_figures(tmp_path: Path) -> N
     assert f"({ROC_FILENAME})" in summary and f"({CALIBRATION_FILENAME})" in summary
     assert "| split | valid.parquet |" in summary
     assert "| note | a\\|b |" in summary  # a pipe in a value does not break the table
+    assert "too few" not in summary
     subsets = {"all": np.ones_like(g["warm"]), "warm": g["warm"], "cold": ~g["warm"]}
     for name, mask in subsets.items():
         expected_auc = roc_auc_score(g["labels"][mask], g["scores"][mask])
@@ -90,8 +91,10 @@ def test_single_class_and_empty_subsets_write_na(tmp_path: Path) -> None:
     summary = (tmp_path / SUMMARY_FILENAME).read_text(encoding="utf-8")
     assert "UAUC" not in summary
     cold = _row(summary, "cold")
-    assert cold[2] == "0.0000" and cold[3] == "n/a"
-    assert _row(summary, "warm")[3] == f"{roc_auc_score(labels[g['warm']], g['scores'][g['warm']]):.4f}"
+    assert cold[2] == "0.0000" and cold[3] == "n/a"  # undefined stays n/a, whatever the sample
+    assert cold[4] == "too few rows"  # logloss of ~80 rows
+    assert results["warm"]["auc"] == pytest.approx(roc_auc_score(labels[g["warm"]], g["scores"][g["warm"]]))
+    assert _row(summary, "warm")[3] == "too few rows"  # ~120 rows: the figure is in `results`, not shown
 
     everything_warm = tmp_path / "all-warm"
     results = write_report(
@@ -102,7 +105,14 @@ def test_single_class_and_empty_subsets_write_na(tmp_path: Path) -> None:
         user_ids=g["users"],
         title="no cold rows",
     )
-    assert results["cold"] == {"n": 0, "positive_rate": None, "auc": None, "logloss": None, "uauc": None}
+    assert results["cold"] == {
+        "n": 0,
+        "positive_rate": None,
+        "auc": None,
+        "logloss": None,
+        "uauc": None,
+        "uauc_users": 0,
+    }
     assert _row((everything_warm / SUMMARY_FILENAME).read_text(), "cold") == [
         "cold",
         "0",
@@ -113,6 +123,21 @@ def test_single_class_and_empty_subsets_write_na(tmp_path: Path) -> None:
     ]
     _assert_png(everything_warm / ROC_FILENAME)
     _assert_png(everything_warm / CALIBRATION_FILENAME)
+
+
+def test_figures_from_few_rows_or_users_read_too_few_with_a_footnote(tmp_path: Path) -> None:
+    """All rows: 600 rows but 30 users, so UAUC is hidden and AUC shown; warm and cold hide both."""
+    g = _generated(seed=5, n=600, users=30)
+    warm = np.arange(600) < 450  # 450 warm rows, 150 cold rows
+    results = write_report(
+        tmp_path, labels=g["labels"], scores=g["scores"], warm_mask=warm, user_ids=g["users"], title="small"
+    )
+    summary = (tmp_path / SUMMARY_FILENAME).read_text(encoding="utf-8")
+    everything, cold = _row(summary, "all"), _row(summary, "cold")
+    assert everything[3] == f"{results['all']['auc']:.4f}" and everything[4] == "too few users"
+    assert results["all"]["uauc_users"] == 30 and results["all"]["uauc"] is not None
+    assert cold[1] == "150" and cold[3] == "too few rows" and cold[5] == "too few rows"
+    assert "fewer than 200 rows (UAUC: 200 users with both labels)" in summary
 
 
 def test_report_refuses_columns_of_different_lengths(tmp_path: Path) -> None:
@@ -142,15 +167,16 @@ def codes_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 def _split_with_cold_rows(path: Path) -> tuple[Path, Interactions, np.ndarray]:
-    """120 rows of known ids then 40 of users never seen in train; `not_cold` is 0 for the new users and,
-    to tell the two warm rules apart, also for the first 20 known rows."""
-    known, new_users = make_interactions(2, 120), make_interactions(3, 40, user_offset=1000)
+    """360 rows of known ids then 240 of users never seen in train (each subset over the 200 rows a report
+    shows figures for); `not_cold` is 0 for the new users and, to tell the two warm rules apart, also for
+    the first 20 known rows."""
+    known, new_users = make_interactions(2, 360), make_interactions(3, 240, user_offset=1000)
     data = Interactions(
         user_ids=np.concatenate([known.user_ids, new_users.user_ids]),
         item_ids=np.concatenate([known.item_ids, new_users.item_ids]),
         labels=np.concatenate([known.labels, new_users.labels]),
     )
-    not_cold = np.r_[np.zeros(20), np.ones(100), np.zeros(40)].astype(bool)
+    not_cold = np.r_[np.zeros(20), np.ones(340), np.zeros(240)].astype(bool)
     rows = [
         {
             "uid": int(u),
@@ -191,7 +217,7 @@ def test_codes_eval_report_uses_the_train_rule_or_not_cold(
     assert code == 0, out
     assert out == plain_out  # stdout is still the one metrics line, unchanged by --report
     summary = (tmp_path / "r1" / SUMMARY_FILENAME).read_text(encoding="utf-8")
-    by_rule = np.r_[np.ones(120), np.zeros(40)].astype(bool)
+    by_rule = np.r_[np.ones(360), np.zeros(240)].astype(bool)
     for name, mask in {"warm": by_rule, "cold": ~by_rule}.items():
         cells = _row(summary, name)
         assert cells[1] == str(int(mask.sum()))
@@ -205,7 +231,7 @@ def test_codes_eval_report_uses_the_train_rule_or_not_cold(
     code, out = _invoke("--codes", str(codes), "--split", str(split), "--report", str(tmp_path / "r2"))
     assert code == 0, out
     summary = (tmp_path / "r2" / SUMMARY_FILENAME).read_text(encoding="utf-8")
-    assert _row(summary, "warm")[1] == "100" and _row(summary, "cold")[1] == "60"
+    assert _row(summary, "warm")[1] == "340" and _row(summary, "cold")[1] == "260"
     expected = roc_auc_score(data.labels[not_cold], scores[not_cold])
     assert _row(summary, "warm")[3] == f"{expected:.4f}"
     assert "not_cold" in summary

@@ -50,7 +50,10 @@ def test_llm_eval_report_by_not_cold_and_by_train_rule(tiny_llama_dir: Path, tmp
     assert result.exit_code == 0, result.output
     metrics = json.loads(result.stdout.strip().splitlines()[-1])
     summary = (tmp_path / "r1" / SUMMARY_FILENAME).read_text(encoding="utf-8")
-    assert _row(summary, "all")[1] == "12" and _row(summary, "all")[3] == f"{metrics['auc']:.4f}"
+    assert _row(summary, "all")[1] == "12" and 0.0 <= metrics["auc"] <= 1.0
+    assert (
+        _row(summary, "all")[3] == "too few rows"
+    )  # 12 rows: the JSON line has the figure, the report says why not
     assert _row(summary, "warm")[1] == "8" and _row(summary, "cold")[1] == "4"
     for name in (ROC_FILENAME, CALIBRATION_FILENAME):
         assert (tmp_path / "r1" / name).read_bytes().startswith(b"\x89PNG")
