@@ -21,6 +21,8 @@ from peft import PeftModel, set_peft_model_state_dict
 from pydantic import BaseModel, Field
 from safetensors.torch import load_file
 
+from model_store.llm.fusion_head import FusionHead
+
 CHECKPOINTS_DIRNAME = "checkpoints"
 STATE_FILENAME = "state.json"
 OPTIMIZER_FILENAME = "optimizer.pt"
@@ -75,14 +77,17 @@ def save_checkpoint(
     state: TrainState,
     *,
     keep: int,
+    head: FusionHead | None = None,
 ) -> Path:
-    """Write a checkpoint atomically and delete all but the newest `keep`."""
+    """Write a checkpoint atomically and delete all but the newest `keep` (`head`: beside the adapter)."""
     root = checkpoints_dir(out_dir)
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{state.global_steps:08d}"
     tmp = root / f".{final.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(str(tmp / ADAPTER_DIRNAME))
+    if head is not None:
+        head.save(tmp / ADAPTER_DIRNAME)
     torch.save(
         {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / OPTIMIZER_FILENAME
     )

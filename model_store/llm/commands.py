@@ -145,6 +145,32 @@ def tune_command(
         Path | None,
         typer.Option("--init-adapter", help="Start from this adapter's LoRA weights (same LoRA shape)."),
     ] = None,
+    objective: Annotated[
+        str | None,
+        typer.Option(
+            "--objective",
+            help="Stage-2 loss: 'p_yes' (BCE on the Yes/No margin), 'residual' (the LLM adds to the codes' "
+            "logit, fusion trained jointly and shipped), 'flip' (residual + BCE on the margin alone).",
+        ),
+    ] = None,
+    llm_weight_init: Annotated[
+        float | None, typer.Option("--llm-weight-init", help="Starting w_llm of the residual objectives.")
+    ] = None,
+    precision: Annotated[
+        str | None,
+        typer.Option("--precision", help="'auto' (bf16 where native), 'fp32' or 'bf16' autocast."),
+    ] = None,
+    bucket_by_length: Annotated[
+        bool | None,
+        typer.Option("--bucket-by-length/--no-bucket-by-length", help="Batch groups of similar length."),
+    ] = None,
+    trunk_cache_dir: Annotated[
+        Path | None,
+        typer.Option("--trunk-cache-dir", help="Keep the cached trunk here across restarts (--resume)."),
+    ] = None,
+    log_every: Annotated[
+        int | None, typer.Option("--log-every", help="Log prompts/s and ETA every N steps; 0 = never.")
+    ] = None,
     seed: Annotated[int | None, typer.Option("--seed")] = None,
     device: Annotated[
         str | None, typer.Option("--device", help="cuda / cpu; default: CUDA when present.")
@@ -158,6 +184,9 @@ def tune_command(
 
     Every option left out takes `TuneConfig`'s default (`model_store/llm/tune_config.py`).
     """
+    from model_store.llm.models import show_progress_bars
+
+    show_progress_bars(progress)
     from model_store.llm.tune import tune
     from model_store.llm.tune_config import TuneConfig
 
@@ -188,6 +217,12 @@ def tune_command(
         "cache_trunk": cache_trunk,
         "unknown_item_share": unknown_item_share,
         "init_adapter": str(init_adapter) if init_adapter is not None else None,
+        "objective": objective,
+        "llm_weight_init": llm_weight_init,
+        "precision": precision,
+        "bucket_by_length": bucket_by_length,
+        "trunk_cache_dir": str(trunk_cache_dir) if trunk_cache_dir is not None else None,
+        "log_every": log_every,
         "seed": seed,
         "device": device,
     }
@@ -261,6 +296,9 @@ def eval_command(
     --report also draws the scored rows (after --max-samples) split into warm and cold, because one AUC
     hides how differently the model does for users and items with little training history.
     """
+    from model_store.llm.models import show_progress_bars
+
+    show_progress_bars(progress)
     from model_store.llm.evaluate import score_split
 
     if train is not None and report is None:
@@ -349,6 +387,9 @@ def blend_command(
     Prints one JSON line: the blend's weights and, on the fit split, the metrics of P(Yes) and of the blend.
     Refuses, saying why, to write a blend from fewer than 300 rows or from rows of one class (`--force`).
     """
+    from model_store.llm.models import show_progress_bars
+
+    show_progress_bars(progress)
     from model_store.codes.codebook import load_codes
     from model_store.llm.blend import MIN_FIT_ROWS, fit_fusion, refuse_small_fit, write_fusion
     from model_store.llm.evaluate import blended_scores, score_split
@@ -403,8 +444,12 @@ def export_command(
         str | None,
         typer.Option("--code-mode", help="Untuned base only: 'binary' (default), 'dotted', 'hex'."),
     ] = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
 ) -> None:
     """Merge the adapter into the base, save safetensors + tokenizer + binllm.json; print the vLLM command."""
+    from model_store.llm.models import show_progress_bars
+
+    show_progress_bars(progress)
     from model_store.llm.export import export_base, export_merged, vllm_serve_command
 
     if adapter is not None:

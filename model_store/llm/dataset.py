@@ -66,6 +66,9 @@ class PromptSet:
     iids: list[int]
     n_cold: int = 0
     rows: list[int] | None = None  # indices of the kept rows in the split table (None = all, in order)
+    # Per row, the (user, item) codes the code score reads: the row's own, None where the prompt was written
+    # without it (unknown to the encoder, or hidden by `unknown_item_share`). None for a text-only set.
+    row_codes: list[tuple[int | None, int | None]] | None = None
 
     def __len__(self) -> int:
         return len(self.prompts)
@@ -149,12 +152,14 @@ def build_prompts(
     prompts: list[str] = []
     prefixes: list[str] = []
     n_cold = 0
+    row_codes: list[tuple[int | None, int | None]] = []
     hide_item = np.random.default_rng([seed, 1]).random(len(keep)) < unknown_item_share
     for row, (uid, iid, history, title) in enumerate(
         zip(columns["uid"], columns["iid"], columns["his_title"], columns["title"], strict=True)
     ):
         user_code = codes.user_code(uid) if codes is not None else None
         item_code = codes.item_code(iid) if codes is not None and not hide_item[row] else None
+        row_codes.append((user_code, item_code))
         if codes is not None and (user_code is None or item_code is None):
             n_cold += 1
             if style.unknown_codes == "learned":
@@ -174,4 +179,5 @@ def build_prompts(
         iids=[int(iid) for iid in columns["iid"]],
         n_cold=n_cold,
         rows=[int(row) for row in keep],
+        row_codes=row_codes if codes is not None else None,
     )

@@ -13,6 +13,7 @@ the rest of the vocabulary). Used by `model_store.llm.tune.tune`, one instance p
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
@@ -23,10 +24,18 @@ from peft import PeftModel
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
+from model_store.contract.fusion import CodeScore
 from model_store.llm.answer import AnswerTokens
-from model_store.llm.checkpoint import TrainState, load_adapter_weights, load_optimizer_state, save_checkpoint
+from model_store.llm.checkpoint import (
+    ADAPTER_DIRNAME,
+    TrainState,
+    load_adapter_weights,
+    load_optimizer_state,
+    save_checkpoint,
+)
 from model_store.llm.dataset import PromptSet
 from model_store.llm.distributed import SINGLE, Ranks, all_reduce_gradients
+from model_store.llm.fusion_head import FusionHead, residual_loss
 from model_store.llm.grouped import (
     PrefixGroup,
     batches_of_groups,
@@ -36,17 +45,28 @@ from model_store.llm.grouped import (
     shuffled_groups,
 )
 from model_store.llm.models import cpu_has_bf16
-from model_store.llm.trunk import TrunkStates, compute_trunk, frozen_layers
+from model_store.llm.progress import ThroughputLog
+from model_store.llm.trunk import TrunkStates, frozen_layers
+from model_store.llm.trunk_store import cached_trunk
 from model_store.llm.tune_config import TuneConfig
 from model_store.metrics import evaluate_scores
 
 
-def autocast_for(device: torch.device) -> AbstractContextManager[Any]:
-    """bf16 autocast on CUDA and on CPUs with native bf16 (weights stay fp32), plain fp32 elsewhere."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    if device.type == "cpu" and cpu_has_bf16():
-        return torch.autocast("cpu", dtype=torch.bfloat16)
+def uses_bf16(device: torch.device, precision: str = "auto") -> bool:
+    """Whether forward passes autocast to bf16: 'bf16', or 'auto' on CUDA and CPUs with native bf16."""
+    if precision != "auto":
+        return precision == "bf16"
+    return device.type == "cuda" or (device.type == "cpu" and cpu_has_bf16())
+
+
+def autocast_for(device: torch.device, precision: str = "auto") -> AbstractContextManager[Any]:
+    """bf16 autocast where `uses_bf16` says so (weights stay fp32), plain fp32 elsewhere.
+
+    Tests that compare two code paths for equal numbers pin precision='fp32': under bf16 two exact
+    equivalents differ by rounding, and whether 'auto' means bf16 depends on the CPU that runs them.
+    """
+    if uses_bf16(device, precision):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
     return nullcontext()
 
 
@@ -97,6 +117,7 @@ def score_groups(
     batch_size: int,
     progress: bool = False,
     trunk: TrunkStates | None = None,
+    precision: str = "auto",
 ) -> np.ndarray:
     """Margins of the `n_rows` rows that `groups` cover, in row order; `trunk` skips the frozen layers."""
     device = next(model.parameters()).device
@@ -105,7 +126,7 @@ def score_groups(
     out = np.zeros(n_rows, dtype=np.float32)
     batches = list(batches_of_groups(groups, batch_size))
     for batch in tqdm(batches, desc="valid", disable=not progress, leave=False):
-        with autocast_for(device):
+        with autocast_for(device, precision):
             margins, rows = ordered_margins(model, batch, answer, pad_id, trunk)
         out[rows.numpy()] = margins.float().cpu().numpy()
     model.train(was_training)
@@ -113,7 +134,7 @@ def score_groups(
 
 
 def validation_metrics(scores: np.ndarray, data: PromptSet) -> dict[str, Any]:
-    """AUC/UAUC/logloss of margins on a prompt set; AUC is NaN when valid holds only one label."""
+    """AUC/UAUC/logloss of logits (margins, or fused logits) on a prompt set; NaN AUC for one label."""
     probabilities = 1.0 / (1.0 + np.exp(-scores.astype(np.float64)))
     try:
         metrics: dict[str, Any] = dict(evaluate_scores(data.uids, data.labels, probabilities))
@@ -121,6 +142,28 @@ def validation_metrics(scores: np.ndarray, data: PromptSet) -> dict[str, Any]:
         metrics = {"auc": float("nan"), "uauc": float("nan"), "n": len(data)}
     metrics["n_cold"] = data.n_cold
     return metrics
+
+
+def bucketed(
+    groups: list[PrefixGroup], rows_per_batch: int, seed: Sequence[int], window: int = 64
+) -> list[list[PrefixGroup]]:
+    """Micro-batches of shuffled groups, each window of `window` batches sorted by prefix length first.
+
+    Groups of similar length share a batch (less padding in the left-padded prefix pass), while the windows
+    keep the epoch close to a random order; batch order is shuffled again. A pure function of `seed`.
+    """
+    order = shuffled_groups(groups, seed)
+    span = window * rows_per_batch
+    batches: list[list[PrefixGroup]] = []
+    start, size = 0, 0
+    for end, group in enumerate(order, start=1):
+        size += len(group.rows)
+        if size >= span or end == len(order):
+            chunk = sorted(order[start:end], key=lambda g: len(g.prefix) + max(map(len, g.rests)))
+            batches.extend(batches_of_groups(chunk, rows_per_batch))
+            start, size = end, 0
+    permutation = np.random.default_rng([*seed, 1]).permutation(len(batches))
+    return [batches[index] for index in permutation]
 
 
 def lr_lambda(total_steps: int, warmup_steps: int) -> Any:
@@ -136,7 +179,11 @@ def lr_lambda(total_steps: int, warmup_steps: int) -> Any:
 
 
 class StageTrainer:
-    """Trains the live LoRA adapter for one stage and leaves the stage's best weights in it."""
+    """Trains the live LoRA adapter (and, for the residual objectives, its fusion head) for one stage.
+
+    Leaves the stage's best weights in both. `head` is None for the plain P(Yes) objective and for stage 1:
+    text-only prompts carry no codes to add to.
+    """
 
     def __init__(
         self,
@@ -148,6 +195,7 @@ class StageTrainer:
         train: PromptSet,
         valid: PromptSet,
         ranks: Ranks = SINGLE,
+        code_score: CodeScore | None = None,
     ) -> None:
         if len(train) == 0 or len(valid) == 0:
             raise ValueError("tuning needs at least one train and one valid row")
@@ -157,6 +205,8 @@ class StageTrainer:
         self.device = next(model.parameters()).device
         self.pad_id = pad_token_id(tokenizer)
         self.labels = torch.tensor(train.labels, dtype=torch.float32)
+        self.head = self._residual_head(code_score)
+        self.code_score = code_score
         self.groups = prefix_groups(tokenizer, train, share_prefixes=config.share_prefixes)
         self.valid_groups = prefix_groups(tokenizer, valid)
         self.trunk_layers = frozen_layers(model) if config.cache_trunk else 0
@@ -164,23 +214,42 @@ class StageTrainer:
         total_steps = sum(
             math.ceil(len(self.epoch_batches(epoch)) / config.grad_accum) for epoch in range(config.epochs)
         )
-        params = [p for p in model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        self.optimizer = torch.optim.AdamW(self.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_lambda(total_steps, int(config.warmup_ratio * total_steps))
         )
         self.out_dir = Path(config.out_dir)
         self.best_dir = self.out_dir / f"stage{stage}" / "best"
+        self.log = ThroughputLog(total_steps, config.log_every, label=f"stage {stage}")
+
+    def _residual_head(self, code_score: CodeScore | None) -> FusionHead | None:
+        """The trainable fusion of the residual objectives (stage 2 only), with each row's code logit."""
+        if self.config.objective == "p_yes" or self.stage != 2:
+            return None
+        if code_score is None or self.train.row_codes is None or self.valid.row_codes is None:
+            raise ValueError(f"objective {self.config.objective!r} needs codes with a code score")
+        self.code_logits, self.warm = code_inputs(self.train, code_score)
+        self.valid_code_logits, self.valid_warm = code_inputs(self.valid, code_score)
+        return FusionHead(self.config.llm_weight_init).to(self.device)
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        """What the optimizer trains: the LoRA weights, then the head's (a fixed order, for resume)."""
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        return params + (list(self.head.parameters()) if self.head is not None else [])
 
     def epoch_batches(self, epoch: int) -> list[list[PrefixGroup]]:
         """The micro-batches of one epoch: a pure function of (seed, stage, epoch), so resume replays them."""
-        order = shuffled_groups(self.groups, (self.config.seed, self.stage, epoch))
-        return list(batches_of_groups(order, self.config.batch_size))
+        seed = (self.config.seed, self.stage, epoch)
+        if self.config.bucket_by_length:
+            return bucketed(self.groups, self.config.batch_size, seed)
+        return list(batches_of_groups(shuffled_groups(self.groups, seed), self.config.batch_size))
 
     def run(self, state: TrainState, optimizer_from: Path | None) -> TrainState:
         """Train from `state` to the end of the stage (or early stop); returns the finished state."""
         if optimizer_from is not None:
             load_optimizer_state(optimizer_from, self.optimizer, self.scheduler)
+            if self.head is not None:
+                self.head.load(optimizer_from / ADAPTER_DIRNAME)
         torch.manual_seed(self.config.seed * 1_000_003 + self.stage * 7919 + state.global_steps)
         self.model.train()
         stopped = False
@@ -188,6 +257,8 @@ class StageTrainer:
             stopped = self._epoch(state)
         if self.best_dir.is_dir():
             load_adapter_weights(self.model, self.best_dir)
+            if self.head is not None:
+                self.head.load(self.best_dir)
         state.stage_results[f"stage{self.stage}"] = {"best_auc": state.best_auc, "evals": state.evals}
         state.stage_done = True
         self._checkpoint(state)
@@ -204,15 +275,18 @@ class StageTrainer:
             disable=not config.progress,
         )
         pending: list[float] = []
+        prompts = 0
         with bar:
             for index in range(state.batches_done, len(batches)):
                 pending.append(self._backward(batches[index]))
+                prompts += sum(len(group.rows) for group in batches[index])
                 state.batches_done = index + 1
                 bar.update(1)
                 if state.batches_done % config.grad_accum and state.batches_done < len(batches):
                     continue
                 self._step(state, float(np.mean(pending)))
-                pending = []
+                self.log.step(state, prompts)
+                pending, prompts = [], 0
                 bar.set_postfix(loss=f"{state.losses[-1]:.4f}", best_auc=state.best_auc)
                 if (
                     config.eval_every
@@ -233,9 +307,15 @@ class StageTrainer:
             return None
         if split not in self._trunks:
             groups = self.groups if split == "train" else self.valid_groups
-            with autocast_for(self.device):
-                self._trunks[split] = compute_trunk(
-                    self.model, groups, self.pad_id, self.trunk_layers, self.config.eval_batch_size
+            with autocast_for(self.device, self.config.precision):
+                self._trunks[split] = cached_trunk(
+                    self.model,
+                    groups,
+                    self.pad_id,
+                    self.trunk_layers,
+                    self.config.eval_batch_size,
+                    store=self.config.trunk_cache_dir,
+                    tag=f"{self.config.base_model}|{uses_bf16(self.device, self.config.precision)}",
                 )
         return self._trunks[split]
 
@@ -249,16 +329,23 @@ class StageTrainer:
         if not mine:
             return 0.0
         trunk = self.trunk("train")
-        with autocast_for(self.device):
+        with autocast_for(self.device, self.config.precision):
             margins, rows = ordered_margins(self.model, mine, self.answer, self.pad_id, trunk)  # [share]
         labels = self.labels[rows].to(self.device)  # [share]
         n_rows = sum(len(group.rows) for group in batch)
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(margins, labels, reduction="sum") / n_rows
+        if self.head is None:
+            loss_sum = torch.nn.functional.binary_cross_entropy_with_logits(margins, labels, reduction="sum")
+        else:
+            code_logits, warm = self.code_logits[rows].to(self.device), self.warm[rows].to(self.device)
+            loss_sum = residual_loss(
+                self.head, margins, code_logits, warm, labels, flip=self.config.objective == "flip"
+            )
+        loss = loss_sum / n_rows
         (loss / self.config.grad_accum).backward()
         return float(loss.detach())
 
     def _step(self, state: TrainState, loss: float) -> None:
-        params = [p for p in self.model.parameters() if p.requires_grad]
+        params = self.parameters()
         if self.ranks.world > 1:
             loss = all_reduce_gradients(
                 params, loss
@@ -272,8 +359,8 @@ class StageTrainer:
         state.losses.append(loss)
 
     def _score_valid(self) -> np.ndarray:
-        """Margins of every valid row with the live adapter."""
-        return score_groups(
+        """Logits of every valid row with the live adapter: margins, or the head's fused logits."""
+        margins = score_groups(
             self.model,
             self.valid_groups,
             len(self.valid),
@@ -282,11 +369,21 @@ class StageTrainer:
             self.config.eval_batch_size,
             self.config.progress,
             self.trunk("valid"),
+            self.config.precision,
         )
+        if self.head is None:
+            return margins
+        with torch.no_grad():
+            fused = self.head(torch.from_numpy(margins), self.valid_code_logits, self.valid_warm)
+        return fused.numpy()
 
     def _validate(self, state: TrainState) -> bool:
         """Score valid, keep the best adapter, checkpoint; True when patience is exhausted."""
         metrics = validation_metrics(self._score_valid(), self.valid)
+        if self.head is not None:
+            codes_only = validation_metrics(self.valid_code_logits.numpy(), self.valid)
+            metrics["codes_auc"], metrics["codes_uauc"] = codes_only["auc"], codes_only["uauc"]
+            metrics["fusion"] = self.head.weights.detach().cpu().tolist()
         record = {"stage": self.stage, "epoch": state.epoch, "step": state.optimizer_steps, **metrics}
         state.evals.append(record)
         auc = metrics["auc"]
@@ -294,15 +391,35 @@ class StageTrainer:
             state.best_auc = float(auc)
             state.bad_evals = 0
             self.model.save_pretrained(str(self.best_dir))
+            if self.head is not None:
+                self.head.save(self.best_dir)
         else:
             state.bad_evals += 1
+        against = (
+            f" (codes alone {metrics['codes_auc']:.4f} / {metrics['codes_uauc']:.4f})" if self.head else ""
+        )
         tqdm.write(
-            f"stage {self.stage} step {state.optimizer_steps}: valid auc={auc:.4f} uauc={metrics['uauc']:.4f}"
+            f"stage {self.stage} step {state.optimizer_steps}: valid auc={auc:.4f} "
+            f"uauc={metrics['uauc']:.4f}{against} on {metrics['n']} rows"
         )
         self._checkpoint(state)
         return state.bad_evals >= self.config.patience
 
     def _checkpoint(self, state: TrainState) -> None:
         save_checkpoint(
-            self.out_dir, self.model, self.optimizer, self.scheduler, state, keep=self.config.keep_checkpoints
+            self.out_dir,
+            self.model,
+            self.optimizer,
+            self.scheduler,
+            state,
+            keep=self.config.keep_checkpoints,
+            head=self.head,
         )
+
+
+def code_inputs(data: PromptSet, code_score: CodeScore) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's code logit [N] (fp32) and warm flag [N] (both own codes in the prompt), for the head."""
+    pairs = data.row_codes or []
+    logits = torch.tensor([code_score.logit(user, item) for user, item in pairs], dtype=torch.float32)
+    warm = torch.tensor([user is not None and item is not None for user, item in pairs], dtype=torch.bool)
+    return logits, warm

@@ -23,6 +23,7 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 
 from model_store.codes.codebook import load_codes
+from model_store.contract.fusion import CodeScore, ScoreFusion
 from model_store.data.io import read_split
 from model_store.llm.answer import find_answer_tokens
 from model_store.llm.checkpoint import (
@@ -34,6 +35,7 @@ from model_store.llm.checkpoint import (
 )
 from model_store.llm.dataset import CodeLookup, build_prompts, style_for
 from model_store.llm.distributed import SINGLE, Ranks, barrier, rank_device, setup, teardown
+from model_store.llm.fusion_head import FusionHead
 from model_store.llm.models import default_device, load_causal_lm
 from model_store.llm.trainer import StageTrainer
 from model_store.llm.tune_config import ADAPTER_CARD_FILENAME, AdapterCard, TuneConfig
@@ -150,12 +152,14 @@ def _tune(
             shutil.rmtree(stale, ignore_errors=True)
     write_json(out_dir / CONFIG_FILENAME, config.model_dump(mode="json"))
 
+    code_score = scored_codes(codes) if config.objective != "p_yes" else None
     device = torch.device(device_name)
     base, tokenizer = load_causal_lm(config.base_model, dtype=torch.float32, device=str(device))
     model = attach_lora(base, config)
     answer = find_answer_tokens(tokenizer)
     train_table, valid_table = read_split(config.train), read_split(config.valid)
     state, optimizer_from = resume_point(config, model, main_out)
+    head = resumed_head(config, state, main_out)
     while state.stage_index < len(config.stages):
         stage = config.stages[state.stage_index]
         stage_codes = codes if stage == 2 else None
@@ -174,15 +178,45 @@ def _tune(
                 (valid_table, config.max_valid_samples, 0.0),
             )
         )
-        trainer = StageTrainer(config, model, tokenizer, answer, stage, train, valid, ranks)
+        trainer = StageTrainer(config, model, tokenizer, answer, stage, train, valid, ranks, code_score)
         state = trainer.run(state, optimizer_from)
-        write_stage_card(config, stage, state)
+        head = trainer.head or head
+        write_stage_card(config, stage, state, fusion_of(head, code_score, config))
         optimizer_from = None
         state = state.next_stage()
-    return finish(config, model, state, world=ranks.world)
+    return finish(config, model, state, world=ranks.world, fusion=fusion_of(head, code_score, config))
 
 
-def write_stage_card(config: TuneConfig, stage: int, state: TrainState) -> None:
+def scored_codes(codes: CodeLookup | None) -> CodeScore:
+    """The codes' own score, which the residual objectives add the LLM to (a `CodeBook` has it)."""
+    code_score = getattr(codes, "code_score", None)
+    if code_score is None:
+        raise ValueError("the residual objectives need --codes with a code score (binllm codes train)")
+    score: CodeScore = code_score()
+    return score
+
+
+def resumed_head(config: TuneConfig, state: TrainState, main_out: Path | None) -> FusionHead | None:
+    """The fusion head of a run resumed past the end of its last stage (a finished run finished again)."""
+    checkpoints = list_checkpoints(main_out or Path(config.out_dir)) if config.resume else []
+    if config.objective == "p_yes" or not checkpoints or state.stage_index < len(config.stages):
+        return None
+    head = FusionHead(config.llm_weight_init)
+    return head if head.load(checkpoints[-1] / "adapter") else None
+
+
+def fusion_of(
+    head: FusionHead | None, code_score: CodeScore | None, config: TuneConfig
+) -> ScoreFusion | None:
+    """The trained head as the fusion the exported model declares (None for the P(Yes) objective)."""
+    if head is None or code_score is None:
+        return None
+    return head.to_fusion(
+        code_score, fitted_on=f"trained jointly with the LoRA (objective {config.objective})"
+    )
+
+
+def write_stage_card(config: TuneConfig, stage: int, state: TrainState, fusion: ScoreFusion | None) -> None:
     """A card beside the stage's best adapter, so `llm eval --adapter stageN/best` prompts it as it was tuned."""
     best_dir = Path(config.out_dir) / f"stage{stage}" / "best"
     if not best_dir.is_dir():
@@ -194,12 +228,20 @@ def write_stage_card(config: TuneConfig, stage: int, state: TrainState) -> None:
         code_version=config.code_version if stage == 2 else None,
         stages=tuple(s for s in config.stages if s <= stage),
         metrics={"valid_auc": state.stage_results.get(f"stage{stage}", {}).get("best_auc")},
+        fusion=fusion if stage == 2 else None,
     )
     write_json(best_dir / ADAPTER_CARD_FILENAME, card.model_dump(mode="json"))
 
 
-def finish(config: TuneConfig, model: PeftModel, state: TrainState, *, world: int = 1) -> AdapterCard:
-    """Save the final adapter with its card, and metrics.json (per-stage validations and the loss curve)."""
+def finish(
+    config: TuneConfig,
+    model: PeftModel,
+    state: TrainState,
+    *,
+    world: int = 1,
+    fusion: ScoreFusion | None = None,
+) -> AdapterCard:
+    """Save the final adapter with its card (and trained fusion), and metrics.json (validations, losses)."""
     out_dir = Path(config.out_dir)
     final_dir = out_dir / FINAL_ADAPTER_DIRNAME
     shutil.rmtree(final_dir, ignore_errors=True)
@@ -212,7 +254,8 @@ def finish(config: TuneConfig, model: PeftModel, state: TrainState, *, world: in
         with_codes=last_stage == 2,
         code_version=config.code_version if last_stage == 2 else None,
         stages=config.stages,
-        metrics={"valid_auc": best.get("best_auc")},
+        metrics={"valid_auc": best.get("best_auc"), "objective": config.objective},
+        fusion=fusion,
     )
     write_json(final_dir / ADAPTER_CARD_FILENAME, card.model_dump(mode="json"))
     metrics = {"stages": state.stage_results, "losses": state.losses, "world_size": world}

@@ -8,7 +8,7 @@ defaults here are the only defaults: the `binllm llm tune` options default to No
 
 from __future__ import annotations
 
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -76,6 +76,36 @@ class TuneConfig(BaseModel):
     init_adapter: str | None = Field(
         default=None, description="Adapter dir whose LoRA weights start the run (same r, modules, layers)."
     )
+    objective: Literal["p_yes", "residual", "flip"] = Field(
+        default="p_yes",
+        description="Stage-2 loss. 'p_yes': BCE on the Yes/No margin (the papers'). 'residual': BCE on "
+        "w_llm * margin + w_code * code_logit + b, the codes' own logit as a skip connection, (w_llm, w_code, b) "
+        "trained with the LoRA and starting at the codes' score; the trained weights ship as the model's fusion. "
+        "'flip': residual plus BCE on the margin alone (FLIP, Wang et al., 2024).",
+    )
+    llm_weight_init: float = Field(
+        default=0.0,
+        description="Starting w_llm of the residual objectives (w_code = 1, b = 0): at 0 the first score is "
+        "exactly the codes' own, and Adam moves w_llm off zero at the first step.",
+    )
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        default="auto",
+        description="Autocast of forward passes: 'auto' = bf16 on CUDA and on CPUs that multiply bf16 "
+        "natively (AMX, AVX512-BF16), fp32 elsewhere; weights, optimizer and margins stay fp32.",
+    )
+    bucket_by_length: bool = Field(
+        default=True,
+        description="Within each window of shuffled groups, batch groups of similar length together "
+        "(less padding); the epoch order stays a pure function of the seed.",
+    )
+    trunk_cache_dir: str | None = Field(
+        default=None,
+        description="Keep the cached trunk on disk here (keyed by model, layers and prompts), so a resumed "
+        "run does not recompute it; None = memory only.",
+    )
+    log_every: int = Field(
+        default=50, ge=0, description="Log prompts/s, ETA and loss every N optimizer steps; 0 = never."
+    )
     device: str | None = Field(default=None, description="'cuda', 'cpu', ...; None = CUDA when present.")
     keep_checkpoints: int = Field(default=2, ge=1)
     resume: bool = Field(default=False, description="Continue from the newest checkpoint in out_dir.")
@@ -91,6 +121,8 @@ class TuneConfig(BaseModel):
             raise ValueError(f"stages must be (1,), (2,) or (1, 2), got {self.stages}")
         if 2 in self.stages and self.codes is None:
             raise ValueError("stage 2 needs --codes")
+        if self.objective != "p_yes" and 2 not in self.stages:
+            raise ValueError(f"objective {self.objective!r} trains stage 2 (the codes' skip connection)")
         return self
 
 

@@ -24,7 +24,15 @@ from tests.unit.model_store.llm.test_tune import _config, _splits
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 BINLLM = Path(sys.executable).parent / "binllm"
-COMMON = {"epochs": 2, "lr": 1e-2, "batch_size": 16, "lora_dropout": 0.0, "eval_every": 2, "patience": 5}
+COMMON = {
+    "epochs": 2,
+    "lr": 1e-2,
+    "batch_size": 16,
+    "lora_dropout": 0.0,
+    "eval_every": 2,
+    "patience": 5,
+    "precision": "fp32",  # equal numbers are asserted: bf16 autocast (auto on AMX / AVX512-BF16) rounds apart
+}
 
 
 def torchrun_tune(
@@ -37,7 +45,7 @@ def torchrun_tune(
         "--out", str(out), "--stages", "1", "--device", "cpu", "--no-progress",
         "--epochs", str(COMMON["epochs"]), "--lr", str(COMMON["lr"]), "--batch-size", str(COMMON["batch_size"]),
         "--lora-dropout", "0", "--eval-every", str(COMMON["eval_every"]), "--patience", str(COMMON["patience"]),
-        *extra,
+        "--precision", str(COMMON["precision"]), *extra,
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(args, capture_output=True, text=True, timeout=900, env=env)

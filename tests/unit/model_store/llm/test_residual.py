@@ -1,0 +1,106 @@
+"""`binllm llm tune --objective residual|flip`: the LLM trained to add to its codes' own logit.
+
+The rule (odd item ids click) is carried by the item code's top byte; the codes' own score reads it only
+weakly (`RuleCodes.code_score`, scale 0.01), so the fused score can only beat the codes if the LoRA learns it.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from model_store.contract.fusion import ScoreFusion, sigmoid
+from model_store.data.io import read_split
+from model_store.llm.answer import find_answer_tokens
+from model_store.llm.dataset import build_prompts
+from model_store.llm.fusion_head import FusionHead, residual_loss
+from model_store.llm.models import load_causal_lm
+from model_store.llm.trainer import StageTrainer, validation_metrics
+from model_store.llm.tune import attach_lora, read_adapter_card, tune
+from tests.unit.model_store.llm.test_tune import RuleCodes, _config, _splits
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def _trainer(tiny_llama_dir, tmp_path, **overrides: object) -> StageTrainer:
+    train_path, valid_path = _splits(tmp_path, title_rule=False, n_train=32)
+    config = _config(
+        tiny_llama_dir, train_path, valid_path, tmp_path / "out", stages=(2,), codes="x", **overrides
+    )
+    model, tokenizer = load_causal_lm(tiny_llama_dir, dtype=torch.float32, device="cpu")
+    codes = RuleCodes()
+    train, valid = (
+        build_prompts(read_split(path), codes=codes, style=config.prompt_style)
+        for path in (train_path, valid_path)
+    )
+    peft_model = attach_lora(model, config)
+    answer = find_answer_tokens(tokenizer)
+    return StageTrainer(config, peft_model, tokenizer, answer, 2, train, valid, code_score=codes.code_score())
+
+
+def test_residual_objective_starts_at_exactly_the_codes_score(tiny_llama_dir, tmp_path):
+    trainer = _trainer(tiny_llama_dir, tmp_path, objective="residual")
+    fused = trainer._score_valid()  # [N] logits before any step
+    code_score = RuleCodes().code_score()
+    expected = [code_score.logit(RuleCodes().user_code(u), RuleCodes().item_code(i)) for u, i in
+                zip(trainer.valid.uids, trainer.valid.iids, strict=True)]  # fmt: skip
+    np.testing.assert_allclose(fused, expected, rtol=0, atol=1e-6)
+    assert len(set(np.round(fused, 6).tolist())) > 1  # the codes' logits differ, so equality means something
+    assert trainer.head is not None and trainer.head.weights.requires_grad
+
+
+def test_plain_objective_and_stage_one_train_no_head(tiny_llama_dir, tmp_path):
+    assert _trainer(tiny_llama_dir, tmp_path, objective="p_yes").head is None
+
+
+def test_flip_adds_the_margin_only_loss_to_the_fused_loss():
+    head = FusionHead(llm_weight_init=0.5)
+    margins, codes = torch.tensor([2.0, -1.0]), torch.tensor([0.3, 0.1])
+    warm, labels = torch.tensor([True, False]), torch.tensor([1.0, 0.0])
+    residual = residual_loss(head, margins, codes, warm, labels, flip=False)
+    flip = residual_loss(head, margins, codes, warm, labels, flip=True)
+    margin_only = torch.nn.functional.binary_cross_entropy_with_logits(margins, labels, reduction="sum")
+    torch.testing.assert_close(flip - residual, margin_only)
+
+
+@pytest.mark.parametrize("objective", ["residual", "flip"])
+def test_a_short_residual_tune_lowers_the_loss_beats_the_codes_and_ships_its_fusion(
+    tiny_llama_dir, tmp_path, objective
+):
+    train, valid = _splits(tmp_path, title_rule=False, n_train=96)
+    config = _config(
+        tiny_llama_dir, train, valid, tmp_path / "out", stages=(2,), codes="x", objective=objective,
+        epochs=3, lr=1e-2, lora_dropout=0.0, precision="fp32",
+    )  # fmt: skip
+    card = tune(config, codes=RuleCodes())
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    losses = metrics["losses"]
+    assert np.mean(losses[-3:]) < np.mean(losses[:3]) - 0.05
+    best = max(metrics["stages"]["stage2"]["evals"], key=lambda e: e["auc"])
+    assert best["auc"] > best["codes_auc"] + 0.1  # the LLM added what the weak code score misses
+    assert card.fusion is not None and objective in card.fusion.fitted_on
+    assert card.fusion.codes == RuleCodes().code_score()
+    assert card.fusion.warm[0] != 0.0  # w_llm moved off its zero start
+    written = read_adapter_card(tmp_path / "out" / "adapter")
+    assert written is not None and written.fusion == card.fusion
+
+
+def test_the_shipped_fusion_reproduces_the_fused_validation_score(tiny_llama_dir, tmp_path):
+    """What the service computes from binllm.json's fusion is what tuning validated (one scale)."""
+    trainer = _trainer(tiny_llama_dir, tmp_path, objective="residual", llm_weight_init=0.7)
+    with torch.no_grad():
+        trainer.head.weights[1].copy_(torch.tensor([0.7, 1.3, -0.2]))  # type: ignore[union-attr]
+    fused = trainer._score_valid()
+    fusion: ScoreFusion = trainer.head.to_fusion(RuleCodes().code_score(), "test")  # type: ignore[union-attr]
+    trainer.head = None
+    raw = trainer._score_valid()  # plain margins of the same rows
+    codes = RuleCodes()
+    served = [
+        fusion.blend(sigmoid(float(m)), codes.user_code(u), codes.item_code(i), warm=True)
+        for m, u, i in zip(raw, trainer.valid.uids, trainer.valid.iids, strict=True)
+    ]
+    np.testing.assert_allclose(served, 1 / (1 + np.exp(-fused)), rtol=1e-5, atol=1e-6)
+    assert validation_metrics(fused, trainer.valid)["n"] == len(trainer.valid)
