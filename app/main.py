@@ -55,6 +55,7 @@ def build_store(settings: ServiceSettings) -> CatalogStore:
             retries=settings.redis_retries,
             health_check_interval_s=settings.redis_health_check_s,
             pool_wait_s=settings.pool_wait_s,
+            verify_max_keys=settings.redis_verify_max_keys,
         )
     from app.store.directory import DirectoryStore
 
@@ -90,6 +91,7 @@ def serving_policy(settings: ServiceSettings) -> ServingPolicy:
         chunk_candidates=settings.local.chunk_candidates if settings.backend == "local" else None,
         max_queued_candidates=settings.max_queued_candidates,
         readiness_timeout_s=settings.readiness_timeout_s,
+        cascade_safety=settings.cascade_safety,
     )
 
 

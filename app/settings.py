@@ -157,6 +157,13 @@ class ServiceSettings(BaseSettings):
         description="Redis connection pool size per worker; None = derived from server.limit_concurrency "
         "(`pool_size`).",
     )
+    redis_verify_max_keys: int = Field(
+        default=200_000,
+        ge=0,
+        description="A newly active Redis version is read whole and checked (every entry, the counts) before "
+        "it is served while the database holds at most this many keys; above it each entry is checked as "
+        "requests read it. Either way a bad version is refused and the last verified one keeps serving.",
+    )
     pool_wait_s: float = Field(
         default=2.0,
         gt=0,
@@ -197,6 +204,14 @@ class ServiceSettings(BaseSettings):
         description="Time the backend gets to score one request, seconds; past it the answer is the "
         "code-only fallback (degraded 'llm_deadline'), or 504 + Retry-After with the fallback off. "
         "None = no deadline.",
+    )
+    cascade_safety: float = Field(
+        default=0.75,
+        gt=0,
+        le=1,
+        description="Share of the time left before the deadline the LLM is planned to fill: it scores the "
+        "candidates with the best code scores, chunk by chunk, while the next chunk is expected (from measured "
+        "throughput) to finish within this share; the rest keep their code score ('llm_partial').",
     )
     item_cache_size: int = Field(default=100_000, ge=0, description="In-process item cache entries; 0 = off.")
     api_keys: SecretStr | None = Field(

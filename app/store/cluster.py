@@ -20,6 +20,7 @@ primary's failover the client refreshes its slot table on the connection error a
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
@@ -29,7 +30,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from app import metrics
 from app.errors import SnapshotMissingError, StoreUnavailableError
-from app.store.redis import STORE_ERRORS, RedisStore, _Read, _text
+from app.store.redis import DEFAULT_VERIFY_MAX_KEYS, STORE_ERRORS, RedisStore, _Read, _text
 from model_store.contract.snapshot import (
     DEFAULT_NAMESPACE,
     active_key,
@@ -59,6 +60,7 @@ class RedisClusterStore(RedisStore):
         retries: int = 6,
         health_check_interval_s: float = 5.0,
         pool_wait_s: float = 2.0,
+        verify_max_keys: int = DEFAULT_VERIFY_MAX_KEYS,
     ) -> None:
         super().__init__(
             split_cluster_url(url)[0],
@@ -69,6 +71,7 @@ class RedisClusterStore(RedisStore):
             retries=retries,
             health_check_interval_s=health_check_interval_s,
             pool_wait_s=pool_wait_s,
+            verify_max_keys=verify_max_keys,
         )
 
     async def open(self) -> None:
@@ -130,4 +133,13 @@ class RedisClusterStore(RedisStore):
             raise self._unreachable(exc) from exc
         finally:
             metrics.STORE_ROUND_TRIPS.labels(self.name).inc()
+        return list(raw)
+
+    async def _get_raw(self, keys: list[Any]) -> list[bytes | None]:
+        """The values of `keys` (any slots), one GET each, pipelined per node in parallel."""
+        pipe = self.cluster.pipeline()
+        for key in keys:
+            pipe.get(key)
+        raw = await pipe.execute()
+        metrics.STORE_ROUND_TRIPS.labels(self.name).inc()
         return list(raw)

@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import redis.asyncio as aioredis
-from pydantic import ValidationError
 from redis.asyncio.connection import BlockingConnectionPool, Connection
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
@@ -37,8 +38,15 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import MaxConnectionsError, RedisClusterException, RedisError
 
 from app import metrics
-from app.errors import OverloadedError, ServerError, SnapshotMissingError, StoreUnavailableError
+from app.errors import (
+    InvalidSnapshotError,
+    OverloadedError,
+    ServerError,
+    SnapshotMissingError,
+    StoreUnavailableError,
+)
 from app.store.base import CatalogLookup, ItemCache, history_ids
+from app.store.verify import check_entry, parse_manifest, verify_entries
 from model_store.contract.snapshot import (
     DEFAULT_NAMESPACE,
     ItemEntry,
@@ -52,6 +60,10 @@ from model_store.contract.snapshot import (
 
 logger = logging.getLogger(__name__)
 
+DEFAULT_VERIFY_MAX_KEYS = (
+    200_000  # a new version is read whole while the database holds at most this many keys
+)
+_MISSING_RECHECK_S = 30.0  # a pointer naming a version without a manifest is looked at again after this
 MAX_READ_ATTEMPTS = 4  # reads against a moving pointer before the last whole version read is served
 _MANIFESTS_KEPT = 8  # manifests are immutable per version; a few cover any publish/rollback flapping
 
@@ -120,8 +132,10 @@ class RedisStore:
         retries: int = 2,
         health_check_interval_s: float = 5.0,
         pool_wait_s: float = 2.0,
+        verify_max_keys: int = DEFAULT_VERIFY_MAX_KEYS,
     ) -> None:
         self.namespace = namespace
+        self._verify_max_keys = verify_max_keys
         self._url = url
         self._max_connections = max_connections
         self._pool_wait_s = pool_wait_s
@@ -130,7 +144,8 @@ class RedisStore:
         self._health_check_interval_s = health_check_interval_s
         self._client: aioredis.Redis | None = None
         self._manifest: SnapshotManifest | None = None
-        self._manifests: OrderedDict[str, SnapshotManifest] = OrderedDict()
+        self._manifests: OrderedDict[str, SnapshotManifest] = OrderedDict()  # verified versions
+        self._refused: OrderedDict[str, tuple[float, InvalidSnapshotError]] = OrderedDict()
         self._cache = ItemCache(item_cache_size)
         self._load_lock = asyncio.Lock()
         self._error: str | None = None
@@ -176,39 +191,84 @@ class RedisStore:
         return error
 
     async def _load_active(self, seen: str | None = None) -> SnapshotManifest:
-        """Read the active pointer (unless `seen` already is it) and its manifest; remember them."""
+        """The version to serve: the one the pointer names (unless `seen` already is it) once verified, else
+        the last verified one; SnapshotMissingError (or InvalidSnapshotError) only when there is none."""
         async with self._load_lock:
+            version = seen
             try:
-                version = seen
                 if version is None:
                     raw = await self.client.get(active_key(self.namespace))
                     metrics.STORE_ROUND_TRIPS.labels(self.name).inc()
                     version = _text(raw)
-                if version is None:
-                    raise SnapshotMissingError(f"no active snapshot ({active_key(self.namespace)} is unset)")
+                if version is None:  # the pointer was deleted: keep serving what is loaded
+                    unset = f"no active snapshot ({active_key(self.namespace)} is unset)"
+                    return self._last_verified(SnapshotMissingError(unset))
                 known = self._manifests.get(version)
                 if known is not None:
                     self._manifests.move_to_end(version)
                     self._manifest = known
                     return known
-                raw_manifest = await self.client.get(manifest_key(version, self.namespace))
-                metrics.STORE_ROUND_TRIPS.labels(self.name).inc()
+                refused = self._refused_version(version)
+                if refused is not None:
+                    return self._last_verified(refused)
+                manifest = await self._verified(version)
             except STORE_ERRORS as exc:
                 raise self._unreachable(exc) from exc
-            if raw_manifest is None:
-                self._error = f"active snapshot {version!r} has no manifest"
-                raise SnapshotMissingError(self._error)
-            try:
-                manifest = SnapshotManifest.model_validate_json(raw_manifest)
-            except ValidationError as exc:
-                self._error = f"snapshot {version!r}: bad manifest ({exc.error_count()} errors)"
-                raise SnapshotMissingError(self._error) from exc
+            except InvalidSnapshotError as exc:
+                self._refuse(version or "?", exc)
+                return self._last_verified(exc)
             self._manifests[version] = manifest
             while len(self._manifests) > _MANIFESTS_KEPT:
                 self._manifests.popitem(last=False)
             self._manifest, self._error = manifest, None
             logger.info("redis store: serving snapshot %s", version)
             return manifest
+
+    async def _verified(self, version: str) -> SnapshotManifest:
+        """`version`'s manifest once the version passed `app/store/verify.py`'s checks."""
+        raw = await self.client.get(manifest_key(version, self.namespace))
+        metrics.STORE_ROUND_TRIPS.labels(self.name).inc()
+        manifest = parse_manifest(raw, version)
+        if manifest.version != version:
+            raise InvalidSnapshotError(
+                f"snapshot {version!r}: its manifest says version {manifest.version!r}",
+                file="manifest",
+                reason="manifest",
+            )
+        if await verify_entries(self.client, self._get_raw, manifest, self.namespace, self._verify_max_keys):
+            logger.info("redis store: snapshot %s verified (every entry and the counts)", version)
+        return manifest
+
+    def _refused_version(self, version: str) -> InvalidSnapshotError | None:
+        """Why `version` was refused, if it was (a missing manifest is looked for again after a while)."""
+        refused = self._refused.get(version)
+        if refused is None:
+            return None
+        when, exc = refused
+        if exc.reason == "missing" and time.monotonic() - when > _MISSING_RECHECK_S:
+            return None
+        return exc
+
+    def _refuse(self, version: str, exc: InvalidSnapshotError) -> None:
+        """Remember that `version` failed validation; count and log it the first time."""
+        if version not in self._refused:
+            metrics.SNAPSHOT_REJECTED.labels(self.name, exc.file, exc.reason).inc()
+            serving = self._manifest.version if self._manifest is not None else None
+            still = f"; still serving {serving}" if serving and serving != version else ""
+            logger.warning("redis store: snapshot refused: %s%s", exc.message, still)
+        self._refused[version] = (time.monotonic(), exc)
+        while len(self._refused) > _MANIFESTS_KEPT:
+            self._refused.popitem(last=False)
+        self._manifests.pop(version, None)
+        if self._manifest is not None and self._manifest.version == version:  # found bad while serving it
+            self._manifest = next(reversed(self._manifests.values()), None)  # back to the one verified before
+
+    def _last_verified(self, exc: SnapshotMissingError) -> SnapshotManifest:
+        """The version served so far, kept while the pointer names nothing servable; else `exc`."""
+        if self._manifest is not None:
+            return self._manifest
+        self._error = exc.message
+        raise exc
 
     async def _fetch(self, version: str, user_id: str, misses: list[str]) -> _Read:
         """The one round trip, atomic (MULTI/EXEC): pointer, version still there, user, missing items."""
@@ -241,19 +301,35 @@ class RedisStore:
         for attempt in range(MAX_READ_ATTEMPTS):
             hits, misses = self._cache.split(manifest.version, item_ids)
             read = await self._fetch(manifest.version, user_id, misses)
-            if read.active == read.version or (read.exists and read.active is None):
-                break  # active None: the pointer was deleted under us; keep serving the loaded version
+            if read.active == read.version:
+                break
+            unservable = read.active is None or self._refused_version(read.active) is not None
+            if read.exists and unservable:
+                break  # the pointer names nothing servable (deleted, or refused): keep the verified version
             if read.exists and attempt == MAX_READ_ATTEMPTS - 1:
                 logger.info(
                     "redis store: pointer moved on every read; serving whole version %s", read.version
                 )
                 break
-            if read.active is None:
-                raise SnapshotMissingError(f"no active snapshot ({active_key(self.namespace)} is unset)")
+            if not read.exists and unservable:
+                self._forget(read.version)
+                raise SnapshotMissingError(
+                    f"snapshot {read.version!r} was deleted and the pointer names nothing servable"
+                )
             manifest = await self._load_active(seen=read.active)
         else:
             raise StoreUnavailableError("the active snapshot changed on every read; retry")
-        return await self._with_history(self._decode(manifest, read, hits, misses))
+        try:
+            return await self._with_history(self._decode(manifest, read, hits, misses))
+        except InvalidSnapshotError as exc:  # an entry fails the checks (large databases: checked as read)
+            self._refuse(manifest.version, exc)
+            raise
+
+    def _forget(self, version: str) -> None:
+        """`version` is gone from Redis: stop serving it."""
+        self._manifests.pop(version, None)
+        if self._manifest is not None and self._manifest.version == version:
+            self._manifest = None
 
     async def _with_history(self, lookup: CatalogLookup) -> CatalogLookup:
         """Add the items of the user's stored history: from the item cache, else one more read.
@@ -289,38 +365,42 @@ class RedisStore:
         """Parse the entries of `read` (all of `manifest`'s version) and cache the new items."""
         metrics.ITEM_CACHE_HITS.inc(len(hits))
         metrics.ITEM_CACHE_MISSES.inc(len(misses))
-        try:
-            user = UserEntry.model_validate_json(read.raw_user) if read.raw_user is not None else None
-            fetched = {
-                i: ItemEntry.model_validate_json(raw)
-                for i, raw in zip(misses, read.raw_items, strict=True)
-                if raw
-            }
-        except ValidationError as exc:
-            raise SnapshotMissingError(
-                f"snapshot {read.version!r} holds a malformed entry ({exc.error_count()} errors)"
-            ) from exc
+        version, bits = read.version, manifest.model.prompt_style.bits
+        user = None
+        if read.raw_user is not None:
+            user = check_entry(read.raw_user, UserEntry, bits, version, "user entry")
+        fetched = {
+            i: check_entry(raw, ItemEntry, bits, version, f"item {i!r}")
+            for i, raw in zip(misses, read.raw_items, strict=True)
+            if raw
+        }
         self._cache.put(read.version, fetched)
         return CatalogLookup(manifest=manifest, user=user, items=hits | fetched)
 
+    async def _get_raw(self, keys: list[Any]) -> list[bytes | None]:
+        """The values of `keys`, one MGET (verification reads entries in batches)."""
+        values = await self.client.mget(keys)
+        metrics.STORE_ROUND_TRIPS.labels(self.name).inc()
+        return [value.encode() if isinstance(value, str) else value for value in values]
+
     async def not_ready_reasons(self) -> list[str]:
-        """Redis reachable and an active snapshot loaded (loading a newer one on the way)."""
+        """Ready when a verified version can be served: the pointer's, or, while the pointer names nothing
+        servable (deleted, or a version that failed validation), the last verified one, still in Redis.
+        Exactly when `lookup` answers, so /readyz and /predict agree."""
         try:
-            raw = await self.client.get(active_key(self.namespace))
-        except PoolWaitExceededError:  # busy, not down: every connection is serving requests
+            manifest = await self._load_active()
+            exists = await self.client.exists(manifest_key(manifest.version, self.namespace))
+        except (PoolWaitExceededError, OverloadedError):  # busy, not down: every connection is in use
             return [] if self._manifest is not None else ["redis busy"]
         except (*STORE_ERRORS, StoreUnavailableError) as exc:
             logger.warning("redis store not ready: %s", exc)
             return ["redis unreachable"]
-        if raw is None:
-            return [f"no active snapshot ({active_key(self.namespace)} is unset)"]
-        try:
-            await self._load_active(seen=_text(raw))
-        except OverloadedError:
-            return [] if self._manifest is not None else ["redis busy"]
-        except (StoreUnavailableError, SnapshotMissingError) as exc:
+        except SnapshotMissingError as exc:
             logger.warning("redis store not ready: %s", exc.message)
-            return [exc.message if isinstance(exc, SnapshotMissingError) else "redis unreachable"]
+            return [exc.message]
+        if not exists:
+            self._forget(manifest.version)
+            return [f"snapshot {manifest.version!r} was deleted and the pointer names nothing servable"]
         return []
 
     async def aclose(self) -> None:

@@ -151,6 +151,13 @@ def item_key(version: str, item_id: str, ns: str = DEFAULT_NAMESPACE) -> str:
     return f"{version_prefix(version, ns)}item:{item_id}"
 
 
+def entry_key_pattern(version: str, kind: str, ns: str = DEFAULT_NAMESPACE) -> str:
+    """A SCAN MATCH pattern for every `kind` ("user" or "item") key of one version (glob characters of the
+    namespace and version escaped)."""
+    prefix = f"{version_prefix(version, ns)}{kind}:"
+    return "".join("\\" + char if char in "\\*?[]" else char for char in prefix) + "*"
+
+
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 
 

@@ -29,7 +29,6 @@ from model_store.contract.snapshot import (
     DEFAULT_NAMESPACE,
     active_key,
     cluster_seed_nodes,
-    manifest_key,
     versions_key,
 )
 from model_store.errors import PublishError
@@ -37,9 +36,7 @@ from model_store.publish.lock import DEFAULT_LOCK_TIMEOUT_S, DEFAULT_LOCK_WAIT_S
 from model_store.publish.redis import (
     DEFAULT_BATCH_SIZE,
     RedisPublisher,
-    as_text,
     redact_url,
-    version_before,
 )
 from model_store.publish.snapshot import Snapshot
 
@@ -143,13 +140,9 @@ class RedisClusterPublisher(RedisPublisher):
         logger.info("active snapshot in cluster namespace %s is now %s", self.ns, version)
 
     def _rollback_locked(self, to: str | None) -> str:
-        """Check the target and set the pointer; the publish lock keeps other publishers out meanwhile."""
-        versions = [as_text(v) for v in self.client.lrange(versions_key(self.ns), 0, -1)]
-        active = as_text(self.client.get(active_key(self.ns)))
-        target = to if to is not None else version_before(versions, active)
-        if target is None or target not in versions or not self.client.exists(manifest_key(target, self.ns)):
-            listed = ", ".join(v for v in versions if v) or "none"
-            raise PublishError(f"cannot roll back from {active!r} to {target!r}; versions: {listed}")
+        """Verify the target (listed, complete) and set the pointer; the publish lock keeps other publishers
+        out meanwhile."""
+        target = self._rollback_target(to)
         self.lock.renew(force=True)
         self.client.set(active_key(self.ns), target)
         return target

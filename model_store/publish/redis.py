@@ -153,8 +153,42 @@ class RedisPublisher:
         logger.info("rolled back: active snapshot is now %s", target)
         return target
 
+    def _rollback_target(self, to: str | None) -> str:
+        """`to` (or the version listed after the active one) once it is verified complete: listed, with a
+        manifest that parses, and exactly the manifest's counts of user and item keys (SCAN). PublishError
+        otherwise, listing only the versions that could be rolled back to."""
+        versions = self.versions()
+        active = self.active_version()
+        target = to if to is not None else version_before(list(versions), active)
+        problem = "no such version" if target is None or target not in versions else self._incomplete(target)
+        if problem is None:
+            assert target is not None
+            return target
+        usable = [v for v in versions if v != target and self.client.exists(manifest_key(v, self.ns))]
+        raise PublishError(
+            f"cannot roll back from {active!r} to {target!r}: {problem}; "
+            f"versions that can be rolled back to: {', '.join(usable) or 'none'}"
+        )
+
+    def _incomplete(self, version: str) -> str | None:
+        """What is missing from a stored version (None: complete)."""
+        try:
+            manifest = self.read_manifest(version)
+        except ValueError:
+            return "its manifest is malformed"
+        if manifest is None:
+            return "it has no manifest"
+        problems = [
+            f"{found} {kind}s, the manifest says {expected}"
+            for kind, expected in (("user", manifest.n_users), ("item", manifest.n_items))
+            if (found := self._count(_glob_escape(f"{version_prefix(version, self.ns)}{kind}:") + "*"))
+            != expected
+        ]
+        return "; ".join(problems) or None
+
     def _rollback_locked(self, to: str | None) -> str:
-        """Check the target and set the pointer in one WATCHed transaction."""
+        """Verify the target, then set the pointer in one WATCHed transaction."""
+        to = self._rollback_target(to)
         chosen: list[str] = []
 
         def switch(pipe: redis.client.Pipeline) -> None:
