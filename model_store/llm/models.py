@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -173,6 +174,17 @@ def ensure_smollm2(cache_dir: Path | None = None) -> Path:
     return target
 
 
+def show_progress_bars(enabled: bool) -> None:
+    """Let transformers draw its own bars ("Loading weights", "Writing model shards") or not, as the command's
+    `--progress/--no-progress` says; a log read from a file wants none of them."""
+    from transformers.utils import logging as transformers_logging
+
+    if enabled:
+        transformers_logging.enable_progress_bar()
+    else:
+        transformers_logging.disable_progress_bar()
+
+
 def default_device() -> str:
     """CUDA when present, otherwise CPU."""
     return "cuda" if torch.cuda.is_available() else "cpu"
@@ -208,10 +220,26 @@ def serving_dtype(name: str, device: str) -> torch.dtype:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16}[name]
 
 
+def hide_peft_deprecation_warning() -> None:
+    """Hide the one FutureWarning peft causes on every LoRA load, which no user can act on.
+
+    peft (0.21) asks each model it wraps for `is_gradient_checkpointing`, which transformers 5 deprecated in
+    favour of `is_activation_checkpointing`: peft's to fix. Installed where models are loaded (every LoRA
+    wrap follows a `load_causal_lm`), so it holds in any warnings context; re-adding it replaces the copy.
+    """
+    warnings.filterwarnings(
+        "ignore",
+        message=r"`is_gradient_checkpointing` is deprecated",
+        category=FutureWarning,
+        module=r"transformers\.modeling_utils",
+    )
+
+
 def load_causal_lm(
     model_dir: str | Path, *, dtype: torch.dtype | None = None, device: str | None = None
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Load any HF causal-LM directory in eval mode: fp32 on CPU, bf16 on CUDA unless `dtype` is given."""
+    hide_peft_deprecation_warning()
     device = device or default_device()
     if dtype is None:
         dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32

@@ -134,3 +134,19 @@ def test_vllm_command_takes_the_launchers_settings(tiny_llama_dir, tmp_path):
     export_base(tiny_llama_dir, out)
     env = {vllm_command.DEVICE_ENV: "cpu", "BINLLM_SERVE_PORT": "9001"}
     assert vllm_serve_command(out, env) == vllm_command.serve_argv(out, env)
+
+
+@pytest.mark.parametrize("flag", ["--progress", "--no-progress"])
+def test_export_draws_transformers_bars_only_with_progress(
+    tiny_llama_dir: Path, tmp_path: Path, flag: str
+) -> None:
+    """'Loading weights' and 'Writing model shards' are transformers' own bars: --no-progress hides them too."""
+    from typer.testing import CliRunner
+
+    from model_store.llm.commands import llm_app
+
+    args = ["export", "--base", str(tiny_llama_dir), "--out", str(tmp_path / "merged"), flag]
+    result = CliRunner().invoke(llm_app, args)
+    assert result.exit_code == 0, result.output
+    bars = [name for name in ("Loading weights", "Writing model shards") if name in result.output]
+    assert bars == ([] if flag == "--no-progress" else ["Loading weights", "Writing model shards"])

@@ -95,3 +95,15 @@ def test_build_tiny_llama_saves_a_directory_that_loads_back_identically(
     ids = tokenizer(["#Answer:"], return_tensors="pt")["input_ids"]
     with torch.inference_mode():
         assert torch.allclose(built(input_ids=ids).logits, loaded(input_ids=ids).logits)
+
+
+def test_wrapping_a_model_in_lora_shows_no_deprecation_warning(tiny_llama_dir: Path) -> None:
+    """peft reads transformers' deprecated `is_gradient_checkpointing`; model_store.llm hides that one warning."""
+    import warnings
+
+    from peft import LoraConfig, get_peft_model
+
+    model, _ = load_causal_lm(tiny_llama_dir)
+    with warnings.catch_warnings(record=True) as caught:
+        get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"]))
+    assert [str(w.message) for w in caught if "is_gradient_checkpointing" in str(w.message)] == []
