@@ -217,7 +217,8 @@ class ServiceSettings(BaseSettings):
     api_keys: SecretStr | None = Field(
         default=None,
         description="Comma-separated bearer tokens; when set, POST /predict needs "
-        "'Authorization: Bearer <one of them>' (401 otherwise). Health and metrics stay open. Unset = no auth.",
+        "'Authorization: Bearer <one of them>' (401 otherwise). Health and metrics stay open. Unset = no auth; "
+        "set but holding no key ('', ',') is refused at start-up.",
     )
     metrics_port: int | None = Field(
         default=None,
@@ -246,6 +247,11 @@ class ServiceSettings(BaseSettings):
             raise ValueError("backend=vllm needs BINLLM_VLLM__BASE_URL")
         if self.store == "redis" and self.redis_url is None:
             raise ValueError("store=redis needs BINLLM_REDIS_URL")
+        if self.api_keys is not None and not api_key_set(self):
+            raise ValueError(
+                "BINLLM_API_KEYS is set but holds no key (authentication would be off): give comma-separated "
+                "keys, or unset it for no authentication"
+            )
         if self.deadline_s is not None and self.pool_wait_s >= self.deadline_s:
             raise ValueError(
                 f"BINLLM_POOL_WAIT_S ({self.pool_wait_s}) must be below BINLLM_DEADLINE_S ({self.deadline_s})"

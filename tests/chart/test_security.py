@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.chart.conftest import Render, container, kind_named, pod_specs
+from tests.chart.conftest import Render, container, helm, kind_named, pod_specs
 
 MODES = {
     "defaults": {},
@@ -62,3 +62,17 @@ def test_api_keys_go_into_the_secret_joined_by_commas(render: Render) -> None:
 
 def test_should_not_set_api_keys_by_default(render: Render) -> None:
     assert "BINLLM_API_KEYS" not in kind_named(render(), "Secret", "")["stringData"]
+
+
+@pytest.mark.parametrize("value", ["", ",", " , "])
+def test_should_not_render_when_extra_env_sets_api_keys_to_nothing(render: Render, value: str) -> None:
+    """A set-but-empty BINLLM_API_KEYS would start the API with authentication off; the chart refuses it."""
+    env = [{"name": "BINLLM_API_KEYS", "value": value}]
+    with pytest.raises(helm.HelmRenderError, match="BINLLM_API_KEYS"):
+        render({"api": {"extraEnv": env}})
+
+
+def test_extra_env_may_set_api_keys_that_hold_a_key(render: Render) -> None:
+    env = [{"name": "BINLLM_API_KEYS", "value": "key-one-12345"}]
+    deployment = kind_named(render({"api": {"extraEnv": env}}), "Deployment", "api")
+    assert env[0] in deployment["spec"]["template"]["spec"]["containers"][0]["env"]

@@ -98,6 +98,16 @@ app.kubernetes.io/component: {{ .component }}
 {{- if and .Values.redis.enabled .Values.redis.external.cluster }}
 {{- fail "redis.external.cluster=true points at an external Redis Cluster: set redis.enabled=false" }}
 {{- end }}
+{{- range .Values.api.extraEnv }}
+{{- if and (eq .name "BINLLM_API_KEYS") (not .valueFrom) (not (.value | default "" | replace "," "" | trim)) }}
+{{- fail "api.extraEnv sets BINLLM_API_KEYS to no key, which the API refuses (it would mean no authentication): give keys, or leave it out (secret.apiKeys: [] = no auth)" }}
+{{- end }}
+{{- end }}
+{{- range .Values.secret.apiKeys }}
+{{- if not (. | replace "," "" | trim) }}
+{{- fail "secret.apiKeys holds an empty key: list keys, or leave it [] for no auth" }}
+{{- end }}
+{{- end }}
 {{- end }}
 
 {{/* The writable scratch volumes of a read-only-root container. */}}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from app.settings import ServerSettings, ServiceSettings, VllmSettings, pool_size
+from app.settings import ServerSettings, ServiceSettings, VllmSettings, api_key_set, pool_size
 
 
 def test_pool_sizes_are_derived_from_the_admission_limit() -> None:
@@ -24,3 +24,15 @@ def test_a_pool_wait_not_below_the_deadline_is_refused() -> None:
     with pytest.raises(ValidationError, match="POOL_WAIT_S"):
         ServiceSettings(pool_wait_s=5.0, deadline_s=5.0)
     assert ServiceSettings(pool_wait_s=5.0, deadline_s=None).pool_wait_s == 5.0
+
+
+@pytest.mark.parametrize("value", ["", ",", " , ", " "])
+def test_api_keys_set_but_empty_is_a_start_up_error(value: str) -> None:
+    """Set but holding no key would turn authentication off without a word: refused instead."""
+    with pytest.raises(ValidationError, match="BINLLM_API_KEYS is set but holds no key"):
+        ServiceSettings(api_keys=value)
+
+
+def test_api_keys_unset_means_no_authentication() -> None:
+    assert api_key_set(ServiceSettings()) == frozenset()
+    assert api_key_set(ServiceSettings(api_keys=" k1 ,k2,")) == {"k1", "k2"}
