@@ -8,9 +8,10 @@ with its traceback and answered with a generic 500 that leaks nothing.
 
 Nothing unbounded or secret goes back: every message and `param` is cut to a fixed length (a 1 MB unknown
 field name is not echoed), a 5xx tells the client a short summary and the request id while the detail goes
-to the log with credentials redacted (`app.errors.redact`). A body FastAPI could not parse (not UTF-8, another
-charset, gzip, nested too deep, not `application/json`) is a 400 `bad_request` that says which; a body over
-the limit is the guard's 413.
+to the log with credentials redacted (`app.errors.redact`). A body FastAPI could not decode (bytes not in
+UTF-8/16/32, gzip, nested too deep) is a 400 `bad_request` saying what to send; one that decodes but is not
+JSON (text, truncated), is not an object, or comes without `content-type: application/json` is a 422
+`invalid_request` naming `body`; a body over the limit is the guard's 413.
 """
 
 from __future__ import annotations
