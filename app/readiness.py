@@ -3,7 +3,7 @@
 Ready (200 `"status": "ready"`) when the store has an active snapshot and the backend scores a real tiny
 prompt; degraded (200 `"status": "degraded"`, the pod keeps serving) when only the backend fails and the
 code-only fallback can answer for it; otherwise `NotReadyError` (503) naming every reason. The store check and
-the backend probe run side by side, each cut off after `readiness_timeout_s`, so /readyz answers in about
+the backend probe run side by side, each cut off after `timeout_s` (`BINLLM_READINESS_TIMEOUT_S`), so /readyz answers in about
 that time whatever hangs. The error's detail lists every reason as the store gives it (logged); the client
 sees each reason cut before its detail, with no path, host or URL in it.
 
@@ -14,28 +14,30 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 from app.errors import NotReadyError
 from app.schemas import ReadyResponse
 from app.scorers.base import Scorer
 from app.store.base import CatalogStore
 
-if TYPE_CHECKING:
-    from app.service import ServingPolicy
-
 _T = TypeVar("_T")
 
 
-async def check_readiness(store: CatalogStore, scorer: Scorer, policy: ServingPolicy) -> ReadyResponse:
-    """The /readyz answer for this store and scorer, or NotReadyError."""
-    bound = policy.readiness_timeout_s
+async def check_readiness(
+    store: CatalogStore, scorer: Scorer, *, fallback: bool, timeout_s: float
+) -> ReadyResponse:
+    """The /readyz answer for this store and scorer, or NotReadyError.
+
+    `fallback` and `timeout_s` are the serving policy's (`app.service.ServingPolicy`), passed as values so
+    this module needs nothing from the service that calls it.
+    """
     reasons, backend_ok = await asyncio.gather(
-        bounded(store.not_ready_reasons(), bound, ["store check timed out"]),
-        bounded(scorer.ready(), bound, False),
+        bounded(store.not_ready_reasons(), timeout_s, ["store check timed out"]),
+        bounded(scorer.ready(), timeout_s, False),
     )
     manifest = store.manifest
-    can_fall_back = policy.fallback and manifest is not None and manifest.code_score is not None
+    can_fall_back = fallback and manifest is not None and manifest.code_score is not None
     degraded = not backend_ok and not reasons and can_fall_back
     if not backend_ok and not degraded:
         reasons.append(f"backend {scorer.name!r} not ready")

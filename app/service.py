@@ -271,4 +271,6 @@ class PredictService:
 
     async def readiness(self) -> ReadyResponse:
         """/readyz: see `app.readiness.check_readiness`."""
-        return await check_readiness(self.store, self.scorer, self.policy)
+        return await check_readiness(
+            self.store, self.scorer, fallback=self.policy.fallback, timeout_s=self.policy.readiness_timeout_s
+        )

@@ -16,7 +16,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,12 +25,21 @@ from transformers.masking_utils import create_causal_mask
 
 from model_store.llm.answer import AnswerTokens
 
-if TYPE_CHECKING:
-    from model_store.llm.trunk import TrunkStates
-
 # transformers 5.24 (this project's pin) names the KV cache argument `cache`; 5.17, still common on GPU hosts
 # whose torch and transformers come with the system image, names it `past_key_values`. Same object, other keyword.
 CACHE_KEYWORD = "cache" if "cache" in inspect.signature(create_causal_mask).parameters else "past_key_values"
+
+
+@dataclass(frozen=True)
+class TrunkStates:
+    """Inputs of decoder layer `start` for a prompt set: per prefix [P, E] and per row remainder [len, E].
+
+    Written by `model_store.llm.trunk.compute_trunk`, read here by the passes that start at layer `start`.
+    """
+
+    start: int
+    prefixes: dict[tuple[int, ...], torch.Tensor]
+    rests: dict[int, torch.Tensor]
 
 
 @dataclass(frozen=True)

@@ -14,27 +14,20 @@ per distinct token, about 1 GB for 4,000 ML-1M train rows.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from model_store.llm.grouped import (
     PrefixGroup,
+    TrunkStates,
     batches_of_groups,
     embedded_inputs,
     layout,
     shared_pass,
 )
 
-
-@dataclass(frozen=True)
-class TrunkStates:
-    """Inputs of decoder layer `start` for a prompt set: per prefix [P, E] and per row remainder [len, E]."""
-
-    start: int
-    prefixes: dict[tuple[int, ...], torch.Tensor]
-    rests: dict[int, torch.Tensor]
+__all__ = ["TrunkStates", "compute_trunk", "frozen_layers"]  # TrunkStates lives in grouped.py, which reads it
 
 
 def frozen_layers(model: torch.nn.Module) -> int:
