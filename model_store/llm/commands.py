@@ -110,6 +110,12 @@ def tune_command(
     lora_top_layers: Annotated[
         int | None, typer.Option("--lora-top-layers", help="LoRA on the top N layers only; default all.")
     ] = None,
+    train_top_layers: Annotated[
+        int | None,
+        typer.Option(
+            "--train-top-layers", help="Train the LoRA of the top N layers only; the rest stays as started."
+        ),
+    ] = None,
     share_prefixes: Annotated[
         bool | None, typer.Option("--share-prefixes/--no-share-prefixes", help="One prefix pass per user.")
     ] = None,
@@ -213,6 +219,7 @@ def tune_command(
         "lora_dropout": lora_dropout,
         "target_modules": _csv(target_modules) if target_modules is not None else None,
         "lora_top_layers": lora_top_layers,
+        "train_top_layers": train_top_layers,
         "share_prefixes": share_prefixes,
         "cache_trunk": cache_trunk,
         "unknown_item_share": unknown_item_share,

@@ -12,6 +12,7 @@ the rest of the vocabulary). Used by `model_store.llm.tune.tune`, one instance p
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
@@ -315,7 +316,7 @@ class StageTrainer:
                     self.trunk_layers,
                     self.config.eval_batch_size,
                     store=self.config.trunk_cache_dir,
-                    tag=f"{self.config.base_model}|{uses_bf16(self.device, self.config.precision)}",
+                    tag=trunk_tag(self.config, uses_bf16(self.device, self.config.precision)),
                 )
         return self._trunks[split]
 
@@ -415,6 +416,19 @@ class StageTrainer:
             keep=self.config.keep_checkpoints,
             head=self.head,
         )
+
+
+def trunk_tag(config: TuneConfig, bf16: bool) -> str:
+    """What the cached trunk depends on beyond its tokens: the base model, the starting adapter, the dtype."""
+    start = ""
+    if config.init_adapter is not None:
+        weights = Path(config.init_adapter) / "adapter_model.safetensors"
+        start = (
+            hashlib.sha256(weights.read_bytes()).hexdigest()[:16]
+            if weights.is_file()
+            else config.init_adapter
+        )
+    return f"{config.base_model}|{start}|{'bf16' if bf16 else 'fp32'}"
 
 
 def code_inputs(data: PromptSet, code_score: CodeScore) -> tuple[torch.Tensor, torch.Tensor]:

@@ -15,6 +15,7 @@ Output: `config.json` (this `TuneConfig`), `adapter/` (final LoRA + `binllm_adap
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -83,7 +84,19 @@ def attach_lora(model: torch.nn.Module, config: TuneConfig) -> PeftModel:
     peft_model = get_peft_model(model, lora)
     if config.init_adapter is not None:
         load_adapter_weights(peft_model, Path(config.init_adapter))
+    trained = lora_layers(model, config.train_top_layers)
+    if trained is not None:
+        for name, parameter in peft_model.named_parameters():
+            layer = decoder_layer_of(name)
+            if parameter.requires_grad and layer is not None and layer not in trained:
+                parameter.requires_grad_(False)
     return peft_model
+
+
+def decoder_layer_of(parameter_name: str) -> int | None:
+    """The decoder layer index in a parameter name ('...layers.27.mlp...' -> 27), None outside the layers."""
+    match = re.search(r"\.layers\.(\d+)\.", parameter_name)
+    return int(match.group(1)) if match else None
 
 
 def resume_point(

@@ -51,6 +51,13 @@ class TuneConfig(BaseModel):
         description="Put LoRA on the top N decoder layers only (None = all): the frozen layers below need "
         "no backward pass.",
     )
+    train_top_layers: int | None = Field(
+        default=None,
+        ge=1,
+        description="Train the LoRA of the top N decoder layers only; the LoRA below keeps its starting weights "
+        "(from --init-adapter), frozen and folded into the cached trunk. None = every LoRA layer trains. One "
+        "adapter still ships: continuing a deep adapter costs only the top layers' backward pass.",
+    )
     share_prefixes: bool = Field(
         default=True,
         description="Run each user prefix once per batch for all its rows (same loss, fewer tokens); "

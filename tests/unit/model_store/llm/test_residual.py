@@ -11,6 +11,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from model_store.contract.fusion import ScoreFusion, sigmoid
 from model_store.data.io import read_split
@@ -104,3 +105,48 @@ def test_the_shipped_fusion_reproduces_the_fused_validation_score(tiny_llama_dir
     ]
     np.testing.assert_allclose(served, 1 / (1 + np.exp(-fused)), rtol=1e-5, atol=1e-6)
     assert validation_metrics(fused, trainer.valid)["n"] == len(trainer.valid)
+
+
+def test_train_top_layers_keeps_the_lower_lora_as_started_and_caches_it_in_the_trunk(
+    tiny_llama_dir, tmp_path
+):
+    train, valid = _splits(tmp_path, title_rule=True, n_train=32)
+    first = _config(tiny_llama_dir, train, valid, tmp_path / "first", epochs=1, lora_dropout=0.0)
+    tune(first)  # a LoRA on both layers, to start from
+    start = load_file(str(tmp_path / "first" / "adapter" / "adapter_model.safetensors"))
+    store = tmp_path / "trunk-store"
+    continued = _config(
+        tiny_llama_dir, train, valid, tmp_path / "next", epochs=1, lora_dropout=0.0, precision="fp32",
+        init_adapter=str(tmp_path / "first" / "adapter"), train_top_layers=1, trunk_cache_dir=str(store),
+    )  # fmt: skip
+    tune(continued)
+    after = load_file(str(tmp_path / "next" / "adapter" / "adapter_model.safetensors"))
+    lower = [name for name in start if ".layers.0." in name]
+    upper = [name for name in start if ".layers.1." in name and "lora_B" in name]
+    assert lower and upper
+    assert all(torch.equal(after[name], start[name]) for name in lower)
+    assert any(not torch.equal(after[name], start[name]) for name in upper)
+    assert len(list(store.glob("trunk-*/part-*.pt"))) == 2  # train and valid, layer 0 with its frozen LoRA
+
+
+def test_a_stored_trunk_is_read_back_not_recomputed(tiny_llama, tmp_path, monkeypatch):
+    import model_store.llm.trunk_store as trunk_store
+    from model_store.llm.grouped import make_group
+
+    model, tokenizer = tiny_llama
+    data = build_prompts(read_split(_splits(tmp_path, title_rule=True, n_train=24)[0]))
+    token_ids = [list(ids) for ids in tokenizer(data.prompts)["input_ids"]]
+    groups = [make_group(token_ids, [row]) for row in range(len(data))]  # one group per row: several parts
+    first = trunk_store.cached_trunk(model, groups, 0, 1, 8, store=tmp_path / "s", tag="t", part_groups=2)
+    assert len(list((tmp_path / "s").glob("trunk-*/part-*.pt"))) == -(-len(groups) // 2) > 1
+
+    def no_compute(*args: object, **kwargs: object) -> None:
+        raise AssertionError("recomputed a stored trunk")
+
+    monkeypatch.setattr(trunk_store, "compute_trunk", no_compute)
+    again = trunk_store.cached_trunk(model, groups, 0, 1, 8, store=tmp_path / "s", tag="t", part_groups=2)
+    assert again.rests.keys() == first.rests.keys() and again.prefixes.keys() == first.prefixes.keys()
+    for row, tensor in first.rests.items():
+        assert torch.equal(again.rests[row], tensor)
+    with pytest.raises(AssertionError, match="recomputed"):  # another tag (model, dtype): another trunk
+        trunk_store.cached_trunk(model, groups, 0, 1, 8, store=tmp_path / "s", tag="other", part_groups=2)
