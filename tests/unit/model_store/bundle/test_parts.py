@@ -93,3 +93,20 @@ def test_the_command_bundles_the_base_model_and_every_split(tmp_path: Path) -> N
     assert paths == ["model/base.gguf", "data/train_ood2.jsonl.gz", "data/valid_ood2.jsonl.gz"]
     assert len(manifest["parts"]) == 2  # 200 kB of files + tar headers in parts of 100 KiB
     assert "3 files in 2 parts" in result.output
+
+
+def test_unpacking_needs_only_the_standard_library() -> None:
+    """The host unpacks before anything is installed: parts.py, __main__.py and errors.py import stdlib only."""
+    import ast
+    import sys
+
+    root = Path(__file__).resolve().parents[4]
+    allowed = {"model_store"} | set(sys.stdlib_module_names)
+    for name in ("model_store/bundle/parts.py", "model_store/bundle/__main__.py", "model_store/errors.py"):
+        tree = ast.parse((root / name).read_text(encoding="utf-8"))
+        modules = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
+        modules += [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module]
+        assert {m.split(".")[0] for m in modules} <= allowed, name
+        assert not [
+            m for m in modules if m.startswith("model_store.") and "bundle" not in m and "errors" not in m
+        ]
