@@ -30,6 +30,8 @@ from model_store.llm.scorer import PromptScorer
 from model_store.llm.trainer import score_margins
 from model_store.llm.tune import read_adapter_card
 from model_store.metrics import evaluate_scores
+from model_store.paired_bootstrap import paired_bootstrap
+from model_store.small_sample import is_small_sample, small_sample_note
 
 
 @dataclass(frozen=True)
@@ -215,6 +217,9 @@ def score_split(
         if not_cold is not None:
             metrics["codes_only"]["warm"] = subset_metrics(data, alone, not_cold)
             metrics["codes_only"]["cold"] = subset_metrics(data, alone, ~not_cold)
+        metrics["vs_codes"] = against_codes(data, alone, score)
+    if len(data) < table.num_rows or is_small_sample(len(data)):
+        metrics["sample"] = sample_label(len(data), table.num_rows)
     metrics["score"] = "blend" if fusion is not None else "p_yes"
     # Rows a code-tuned model saw in the text-only wording: all of them when no codes were given.
     metrics["n_cold"] = (data.n_cold if prompt_codes is not None else len(data)) if plan.with_codes else 0
@@ -227,6 +232,21 @@ def score_split(
     ):
         metrics["warning"] = f"codes version {prompt_codes.version} != tuned with {plan.code_version}"
     return SplitScores(data, p_yes, score, warm, not_cold, metrics)
+
+
+def against_codes(data: PromptSet, codes_alone: np.ndarray, served: np.ndarray) -> dict[str, Any]:
+    """Served score minus the codes alone on the same rows: the AUC and UAUC differences with their paired
+    bootstrap 95% interval (1,000 resamples of users, seed 0). A lower bound above 0 says the LLM adds to
+    its codes beyond what resampling the users could explain."""
+    intervals = paired_bootstrap(data.uids, data.labels, codes_alone, served, resamples=1000, seed=0)
+    return {name: interval.as_dict() for name, interval in intervals.items()}
+
+
+def sample_label(kept: int, total: int) -> str:
+    """What a figure from `kept` of `total` rows is: the whole split, or a sample (and whether too small)."""
+    label = "whole split" if kept == total else f"sample of {kept} of {total} rows, not the whole split"
+    note = small_sample_note(kept)
+    return f"{label} {note}".strip()
 
 
 def evaluate_split(model_dir: str | Path, split: str | Path, **options: Any) -> dict[str, Any]:

@@ -7,6 +7,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -97,3 +98,27 @@ def test_export_command_prints_a_runnable_vllm_command(tiny_llama_dir, tmp_path)
     argv = shlex.split(result.stdout.strip().splitlines()[-1])
     assert argv[:3] == ["vllm", "serve", str(out)]
     assert (out / "binllm.json").is_file()
+
+
+@dataclass(frozen=True)
+class ScoredKnownOnly(KnownOnly):
+    """KnownOnly with the codes' own score (as a `CodeBook` has): a click probability from the item id."""
+
+    def score(self, user_ids: np.ndarray, item_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return 1.0 / (1.0 + np.exp(-(item_ids % 7 - 3.0))), np.zeros(len(item_ids), dtype=bool)
+
+
+def test_eval_prints_the_codes_alone_and_a_paired_interval_of_the_difference(tiny_llama_dir, split):
+    metrics = evaluate_split(tiny_llama_dir, split, codes=ScoredKnownOnly(), progress=False)
+    assert {"auc", "uauc", "n"} <= set(metrics["codes_only"])
+    for name in ("auc", "uauc"):
+        interval = metrics["vs_codes"][name]
+        assert interval["resamples"] == 1000 and interval["level"] == 0.95
+        assert interval["low"] <= interval["diff"] <= interval["high"]
+    assert metrics["vs_codes"]["auc"]["diff"] == pytest.approx(metrics["auc"] - metrics["codes_only"]["auc"])
+    assert metrics["sample"].startswith("whole split") and "too few" in metrics["sample"]  # 12 rows
+
+
+def test_a_subsampled_eval_says_it_is_a_sample(tiny_llama_dir, split):
+    metrics = evaluate_split(tiny_llama_dir, split, max_samples=5, progress=False)
+    assert metrics["sample"].startswith("sample of") and "not the whole split" in metrics["sample"]
