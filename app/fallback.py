@@ -32,6 +32,16 @@ def degraded_reason(exc: BinllmError) -> DegradedReason:
     return "llm_deadline" if isinstance(exc, DeadlineExceededError) else "llm_unavailable"
 
 
+def code_probabilities(
+    manifest: SnapshotManifest, user: UserContext, items: dict[str, CandidateItem]
+) -> dict[str, float] | None:
+    """The codes' own click probability of each candidate, or None when the snapshot published no score."""
+    code_score = manifest.code_score
+    if code_score is None:
+        return None
+    return {item_id: sigmoid(code_score.logit(user.code, item.code)) for item_id, item in items.items()}
+
+
 def code_only_response(
     manifest: SnapshotManifest,
     item_ids: list[str],
@@ -40,15 +50,15 @@ def code_only_response(
     reason: DegradedReason,
 ) -> PredictResponse | None:
     """The code-only answer for `item_ids` (request order), or None when the snapshot published no score."""
-    code_score = manifest.code_score
-    if code_score is None:
+    by_id = code_probabilities(manifest, user, items)
+    if by_id is None:
         return None
-    by_id = {item_id: sigmoid(code_score.logit(user.code, item.code)) for item_id, item in items.items()}
     metrics.DEGRADED.labels(reason).inc()
+    metrics.ANSWERS.labels("codes_only").inc()
     return PredictResponse(
         model_version=manifest.model.model_version,
         code_version=manifest.code_version,
-        scores=[ItemScore(item_id=i, score=by_id[i], p_yes=None) for i in item_ids],
+        scores=[ItemScore(item_id=i, score=by_id[i], p_yes=None, score_kind="codes") for i in item_ids],
         cold=[i for i, item in items.items() if user.code is None or item.code is None],
         score_kind="codes",
         degraded=reason,

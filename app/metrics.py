@@ -85,6 +85,12 @@ DEGRADED = Counter(
     "Requests answered with the code-only fallback score because the LLM could not answer, by reason.",
     ["reason"],
 )
+ANSWERS = Counter(
+    "binllm_answers_total",
+    "Scored /predict answers by how much of them the LLM scored: full (every candidate), partial (the best "
+    "by code score, the rest codes-only: degraded llm_partial), codes_only (none: the code-only fallback).",
+    ["llm"],
+)
 SHED = Counter(
     "binllm_shed_requests_total", "Requests refused with 503 because too many candidates were queued."
 )
@@ -97,6 +103,12 @@ CLIENT_DISCONNECTS = Counter(
     "binllm_client_disconnects_total", "Requests cancelled because the client hung up before the answer."
 )
 ERRORS = Counter("binllm_errors_total", "Error responses, by error type.", ["type"])
+BACKEND_REPLICA_READY = Gauge(
+    "binllm_backend_replica_ready",
+    "Whether each vLLM replica passed the last readiness probe (1) or not (0).",
+    ["replica"],
+    multiprocess_mode="livemax",
+)
 SNAPSHOT_REJECTED = Counter(
     "binllm_snapshot_rejected_total",
     "Snapshot versions refused at load time (the last good one keeps serving), by store, file and reason.",

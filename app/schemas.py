@@ -38,20 +38,29 @@ class PredictRequest(BaseModel):
     )
 
 
-class ItemScore(BaseModel):
-    """One candidate's click probability (`score`, ranked on) and the LLM's own P(Yes) beside it.
+ScoreKind = Literal["p_yes", "blend", "codes"]
 
-    `p_yes` is returned whenever the LLM answered, so callers can log or compare the LLM alone when the
-    model blends it; it is null in a degraded (code-only) answer.
+
+class ItemScore(BaseModel):
+    """One candidate's score (`score`, ranked on), which kind it is, and the LLM's own P(Yes) beside it.
+
+    `p_yes` is returned whenever the LLM scored this item, so callers can log or compare the LLM alone when
+    the model blends it; it is null for an item the LLM did not score (`score_kind` 'codes').
     """
 
     item_id: str
-    score: float = Field(ge=0.0, le=1.0, description="The click probability; its kind is `score_kind`.")
+    score: float = Field(ge=0.0, le=1.0, description="What to rank by; its kind is this item's `score_kind`.")
     p_yes: float | None = Field(
         ge=0.0,
         le=1.0,
         description="The LLM's plain P(Yes); equals `score` when `score_kind` is 'p_yes'; null when the LLM "
-        "did not answer (`degraded`).",
+        "did not score this item.",
+    )
+    score_kind: ScoreKind = Field(
+        description="'p_yes' or 'blend': the LLM scored this item (as the response's `score_kind`); 'codes': "
+        "the codes alone did (the LLM was down, or this item did not fit before the deadline). In an "
+        "'llm_partial' answer without a blend, a codes-only item's score is its code probability times the "
+        "lowest LLM-scored item's score, so it ranks below every LLM-scored item (app/cascade.py)."
     )
 
 
@@ -64,17 +73,20 @@ class PredictResponse(BaseModel):
     cold: list[str] = Field(
         description="Distinct ids scored with the text-only wording, in first-seen order."
     )
-    score_kind: Literal["p_yes", "blend", "codes"] = Field(
+    score_kind: ScoreKind = Field(
         description=(
             "'p_yes': the LLM's P(Yes); 'blend': logistic blend of P(Yes) and the code score declared in"
-            " the model manifest; 'codes': the codes' own score, served when the LLM could not answer"
+            " the model manifest; 'codes': the codes' own score, served when the LLM could not answer."
+            " In an 'llm_partial' answer, the kind of the LLM-scored items; each item says its own."
         )
     )
-    degraded: Literal["llm_unavailable", "llm_deadline"] | None = Field(
+    degraded: Literal["llm_unavailable", "llm_deadline", "llm_partial"] | None = Field(
         default=None,
         description=(
-            "Set when the LLM could not answer and the scores are the code-only fallback: "
-            "'llm_unavailable' (backend down or erroring), 'llm_deadline' (not in time). Null otherwise."
+            "Set when the LLM did not score every item: 'llm_unavailable' (backend down or erroring) and"
+            " 'llm_deadline' (nothing in time): every score is the code-only fallback; 'llm_partial': the LLM"
+            " scored the candidates with the best code scores that fit before the deadline, the rest kept"
+            " their code score (`score_kind` per item). Null otherwise."
         ),
     )
 
@@ -103,6 +115,10 @@ class ReadyResponse(BaseModel):
     )
     snapshot_version: str
     backend: str
+    engine: str | None = Field(
+        default=None,
+        description="What runs the model in process (e.g. 'torch-bfloat16', 'torch-float32'); null for vLLM.",
+    )
     model_note: str | None = Field(
         default=None, description="What the served model is (tuned ML-1M, or the untuned synthetic demo)."
     )

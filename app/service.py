@@ -30,6 +30,7 @@ from dataclasses import dataclass, replace
 
 from app import metrics
 from app.admission import Admission
+from app.cascade import ThroughputMeter, cascade_order, codes_below, score_head
 from app.errors import (
     BackendResponseError,
     BackendUnavailableError,
@@ -38,7 +39,7 @@ from app.errors import (
     UnknownItemsError,
     redact,
 )
-from app.fallback import code_only_response, degraded_reason
+from app.fallback import code_only_response, code_probabilities, degraded_reason
 from app.readiness import check_readiness
 from app.schemas import ItemScore, PredictRequest, PredictResponse, ReadyResponse
 from app.scorers.base import PromptGroup, Scorer
@@ -131,9 +132,9 @@ def _item_score(
     the same inputs the offline evaluation feeds it, so served and evaluated scores agree.
     """
     if fusion is None:
-        return ItemScore(item_id=item_id, score=p_yes, p_yes=p_yes)
+        return ItemScore(item_id=item_id, score=p_yes, p_yes=p_yes, score_kind="p_yes")
     score = fusion.blend(p_yes, user.code, item.code, warm=warm)
-    return ItemScore(item_id=item_id, score=score, p_yes=p_yes)
+    return ItemScore(item_id=item_id, score=score, p_yes=p_yes, score_kind="blend")
 
 
 @dataclass(frozen=True)
@@ -146,6 +147,7 @@ class ServingPolicy:
     chunk_candidates: int | None = None
     max_queued_candidates: int | None = None
     readiness_timeout_s: float = 1.0
+    cascade_safety: float = 0.75
 
 
 def chunk_groups(groups: Sequence[PromptGroup], size: int | None) -> list[list[PromptGroup]]:
@@ -170,6 +172,7 @@ class PredictService:
         self.policy = policy or ServingPolicy(max_candidates=max_candidates)
         self.max_candidates = max_candidates
         self.admission = Admission(self.policy.max_queued_candidates)
+        self.meter = ThroughputMeter()  # the backend's recent candidates/s, for the cascade's estimates
 
     async def predict(self, request: PredictRequest) -> PredictResponse:
         """Scores for `request.item_ids`, in request order (duplicates scored once, reported each time)."""
@@ -198,8 +201,15 @@ class PredictService:
         plan = plan_prompts(user, items, lookup.manifest.model, lookup.manifest.code_score)
         if plan.cold_reason is not None:
             metrics.COLD_STARTS.labels(plan.cold_reason).inc(len(plan.cold))
+        groups = [replace(g, route=request.user_id) for g in plan.groups]
+        # the cascade needs the codes' score of every candidate; with the fallback off it is all or 504
+        code_p = code_probabilities(lookup.manifest, user, items) if self.policy.fallback else None
         try:
-            scores = await self._score([replace(g, route=request.user_id) for g in plan.groups], deadline)
+            if code_p is None:
+                scores = await self._score(groups, deadline)
+                p_yes = {item_id: scores[g][k] for item_id, (g, k) in plan.slots.items()}
+            else:
+                p_yes = await self._score_cascade(groups, plan, code_p, deadline)
         except (BackendUnavailableError, BackendResponseError, DeadlineExceededError) as exc:
             fallback = self.policy.fallback and code_only_response(
                 lookup.manifest, list(request.item_ids), user, items, degraded_reason(exc)
@@ -208,7 +218,7 @@ class PredictService:
                 raise
             logger.warning("degraded answer (%s): %s", fallback.degraded, redact(exc.message))
             return fallback
-        return self._respond(request, lookup, user, items, plan, scores)
+        return self._respond(request, lookup, user, items, plan, p_yes, code_p)
 
     @staticmethod
     def _respond(
@@ -217,20 +227,31 @@ class PredictService:
         user: UserContext,
         items: dict[str, CandidateItem],
         plan: PromptPlan,
-        scores: list[list[float]],
+        p_yes: dict[str, float],
+        code_p: dict[str, float] | None,
     ) -> PredictResponse:
+        """LLM-scored items as P(Yes) or the blend; the rest (a partial answer) by their codes, on the blend's
+        scale when there is one, else ranked below every LLM-scored item (`app/cascade.py`)."""
         fusion = lookup.manifest.model.fusion
         cold = set(plan.cold)
         by_id = {
-            item_id: _item_score(item_id, scores[g][k], user, items[item_id], item_id not in cold, fusion)
-            for item_id, (g, k) in plan.slots.items()
+            item_id: _item_score(item_id, p, user, items[item_id], item_id not in cold, fusion)
+            for item_id, p in p_yes.items()
         }
+        rest = [item_id for item_id in plan.slots if item_id not in by_id]
+        if rest and code_p is not None:
+            lowest = min(score.score for score in by_id.values())
+            for item_id in rest:
+                p = code_p[item_id] if fusion is not None else codes_below(code_p[item_id], lowest)
+                by_id[item_id] = ItemScore(item_id=item_id, score=p, p_yes=None, score_kind="codes")
+        metrics.ANSWERS.labels("partial" if rest else "full").inc()
         return PredictResponse(
             model_version=lookup.manifest.model.model_version,
             code_version=lookup.manifest.code_version,
             scores=[by_id[i] for i in request.item_ids],
             cold=plan.cold,
             score_kind="p_yes" if fusion is None else "blend",
+            degraded="llm_partial" if rest else None,
         )
 
     @staticmethod
@@ -268,6 +289,37 @@ class PredictService:
                 flat.extend(next(chunks))
             out.append(flat)
         return out
+
+    async def _score_cascade(
+        self, groups: list[PromptGroup], plan: PromptPlan, code_p: dict[str, float], deadline: float | None
+    ) -> dict[str, float]:
+        """P(Yes) of the best candidates by code score that the LLM scores by `deadline` (at least one, or
+        DeadlineExceededError)."""
+
+        async def checked(call: list[PromptGroup]) -> list[list[float]]:
+            scores = await self.scorer.score(call)
+            _check_scores(call, scores, self.scorer.name)
+            return scores
+
+        start = time.perf_counter()
+        try:
+            p_yes = await score_head(
+                cascade_order(code_p),
+                plan.slots,
+                groups,
+                checked,
+                chunk=self.policy.chunk_candidates,
+                deadline=deadline,
+                meter=self.meter,
+                safety=self.policy.cascade_safety,
+            )
+        finally:
+            metrics.BACKEND_SECONDS.labels(self.scorer.name).observe(time.perf_counter() - start)
+        if not p_yes:
+            raise DeadlineExceededError(
+                f"backend {self.scorer.name!r} scored no candidate within {self.policy.deadline_s} s"
+            )
+        return p_yes
 
     async def readiness(self) -> ReadyResponse:
         """/readyz: see `app.readiness.check_readiness`."""
