@@ -1,4 +1,5 @@
-"""bench/bf16_quality.py scores the same rows in fp32 and bf16 and prints their AUCs and score differences."""
+"""bench/bf16_quality.py scores the same rows in fp32, bf16 and fp32 batched otherwise, and prints their AUCs,
+the paired bootstrap intervals of bf16 - fp32 and of the fp32 jitter, and the score differences."""
 
 from __future__ import annotations
 
@@ -51,14 +52,16 @@ def test_groups_and_calls_cover_every_row_once() -> None:
 
 @pytest.mark.usefixtures("one_torch_thread")
 def test_scores_the_same_rows_in_both_dtypes_and_prints_the_summary_last(
-    tiny_llama_dir: Path, split: Path, capsys: pytest.CaptureFixture[str]
+    tiny_llama_dir: Path, split: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     argv = ["--model", str(tiny_llama_dir), "--no-codes", "--split", str(split), "--device", "cpu"]
-    summary = bench_module().main([*argv, "--max-samples", "24", "--rows-per-call", "10"])
+    argv += ["--max-samples", "24", "--rows-per-call", "10", "--jitter-batch-size", "3", "--resamples", "50"]
+    summary = bench_module().main([*argv, "--scores-dir", str(tmp_path / "scores")])
     lines = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
-    assert [line.get("dtype") for line in lines] == ["float32", "bfloat16", None]
+    assert [line.get("run") for line in lines] == ["float32", "bfloat16", "float32_rebatched", None]
+    assert [line.get("dtype") for line in lines[:3]] == ["float32", "bfloat16", "float32"]
     assert lines[-1] == summary
-    for line in lines[:2]:
+    for line in lines[:3]:
         assert {"auc", "uauc", "logloss", "n", "seconds", "candidates_per_s"} <= set(line)
         assert line["n"] == 24
     expected = {"auc_fp32", "auc_bf16", "d_auc", "uauc_fp32", "uauc_bf16", "d_uauc", "max_abs_diff"}
@@ -68,3 +71,15 @@ def test_scores_the_same_rows_in_both_dtypes_and_prints_the_summary_last(
     assert summary["auc_fp32"] == lines[0]["auc"] and summary["auc_bf16"] == lines[1]["auc"]
     assert abs(summary["d_auc"]) < 0.05 and abs(summary["d_uauc"]) < 0.1
     assert 0 < summary["p99_abs_diff"] <= summary["max_abs_diff"] < 0.05  # bf16 really ran, and stayed close
+    low, high = summary["d_auc_ci"]
+    assert low <= summary["d_auc"] <= high and summary["resamples"] == 50
+    assert summary["jitter_max_abs_diff"] < 1e-4  # fp32 batched otherwise: rounding only
+    assert isinstance(summary["keep_bf16"], bool)
+    # a rerun with the same rows reuses the saved scores: the same summary, no model run
+    assert sorted(p.name for p in (tmp_path / "scores").iterdir()) == [
+        "bfloat16.npz",
+        "float32.npz",
+        "float32_rebatched.npz",
+    ]
+    again = bench_module().main([*argv, "--scores-dir", str(tmp_path / "scores")])
+    assert (again["d_auc"], again["bf16_speedup"]) == (summary["d_auc"], summary["bf16_speedup"])
