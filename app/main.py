@@ -13,6 +13,7 @@ for backend=local and httpx-based vLLM code only for backend=vllm.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -27,6 +28,7 @@ from app.metrics import RequestMetricsMiddleware, serve_metrics_port
 from app.scorers.base import Scorer
 from app.service import PredictService, ServingPolicy
 from app.settings import ServiceSettings, get_settings
+from app.startup import announce_when_ready, service_url
 from app.store.base import CatalogStore
 from model_store.contract.snapshot import ModelManifest, split_cluster_url
 
@@ -130,6 +132,7 @@ def create_app(
             the_store, the_scorer, max_candidates=resolved.max_candidates, policy=serving_policy(resolved)
         )
         await log_what_is_served(the_store)
+        announce = asyncio.create_task(announce_when_ready(app.state.service, service_url(resolved)))
         metrics_server = (
             serve_metrics_port(resolved.metrics_port, resolved.server.host)
             if resolved.metrics_port is not None
@@ -138,6 +141,7 @@ def create_app(
         try:
             yield
         finally:
+            announce.cancel()
             if metrics_server is not None:
                 metrics_server.shutdown()
             await the_scorer.aclose()

@@ -2,10 +2,12 @@
 
 Ready (200 `"status": "ready"`) when the store has an active snapshot and the backend scores a real tiny
 prompt; degraded (200 `"status": "degraded"`, the pod keeps serving) when only the backend fails and the
-code-only fallback can answer for it; otherwise `NotReadyError` (503) naming every reason. The store check and
-the backend probe run side by side, each cut off after `timeout_s` (`BINLLM_READINESS_TIMEOUT_S`), so /readyz answers in about
-that time whatever hangs. The error's detail lists every reason as the store gives it (logged); the client
-sees each reason cut before its detail, with no path, host or URL in it.
+code-only fallback can answer for it; otherwise `NotReadyError` (503) naming every reason. A backend that
+is still loading and warming up its model (`warming_up()`, the local scorer) is not ready yet, not degraded:
+its first answers would all be code-only. The store check and the backend probe run side by side, each cut
+off after `timeout_s` (`BINLLM_READINESS_TIMEOUT_S`), so /readyz answers in about that time whatever hangs.
+The error's detail lists every reason as the store gives it (logged); the client sees each reason cut before
+its detail, with no path, host or URL in it.
 
     curl -s localhost:8000/readyz
 """
@@ -38,6 +40,8 @@ async def check_readiness(
     )
     manifest = store.manifest
     can_fall_back = fallback and manifest is not None and manifest.code_score is not None
+    if warming_up(scorer):  # loading or running its warm-up scoring: answers would be code-only, so not yet
+        reasons.append(f"backend {scorer.name!r} warming up")
     degraded = not backend_ok and not reasons and can_fall_back
     if not backend_ok and not degraded:
         reasons.append(f"backend {scorer.name!r} not ready")
@@ -51,6 +55,7 @@ async def check_readiness(
         degraded="llm_unavailable" if degraded else None,
         snapshot_version=version,
         backend=scorer.name,
+        engine=getattr(scorer, "engine", None),
         model_note=str(note) if note else None,
     )
 
@@ -62,6 +67,12 @@ async def bounded(check: Awaitable[_T], timeout_s: float, on_timeout: _T) -> _T:
             return await check
     except TimeoutError:
         return on_timeout
+
+
+def warming_up(scorer: Scorer) -> bool:
+    """True while a backend that loads in the background (the local model) is still loading or warming up."""
+    check = getattr(scorer, "warming_up", None)
+    return bool(check()) if callable(check) else False
 
 
 def public_reason(reason: str) -> str:

@@ -72,10 +72,10 @@ class LocalSettings(BaseModel):
         default=None, ge=1, description="torch intra-op threads; None = torch default."
     )
     dtype: Literal["auto", "float32", "bfloat16"] = Field(
-        default="float32",
-        description="Weights' dtype. float32 by default: bf16 moved the shipped model's UAUC by -0.0023 on "
-        "1,000 ML-1M valid rows (bench/bf16_quality.py), beyond the 0.001 bar. auto = bf16 on CUDA and on CPUs "
-        "with native bf16 (AVX512-BF16/AMX), else fp32 (emulated bf16 is slower). The Yes/No margin and "
+        default="auto",
+        description="Weights' dtype. auto = bf16 where the hardware multiplies it natively (CUDA, CPUs with "
+        "AVX512-BF16 or AMX), else fp32 (emulated bf16 is slower than fp32); what bf16 does to AUC/UAUC is "
+        "measured by bench/bf16_quality.py (paired bootstrap on ML-1M valid, README). The Yes/No margin and "
         "sigmoid stay fp32 either way.",
     )
     chunk_candidates: int | None = Field(

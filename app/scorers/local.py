@@ -1,8 +1,11 @@
 """The in-process backend: the tuned model run by `model_store.llm.scorer.PromptScorer`, with micro-batching.
 
 torch is imported only inside `load_prompt_scorer`, which runs in a worker thread when backend=local, so the
-other backends never pay for it. Loading happens in the background: the service starts at once and /readyz
-says "not ready" until the model is in memory.
+other backends never pay for it. Loading happens in the background: the service starts at once, and /readyz
+says "not ready" (503, "warming up") until the model is in memory AND has scored a real warm-up request
+(`warm_up`: one user prefix and a chunk of candidates of serving length, so the first client request finds
+the kernels initialised and the weights packed, not a cold model). A model that fails to load makes the
+service answer with the code-only fallback (/readyz "degraded"), not stay unready.
 
 Micro-batching: concurrent requests queue their prompt groups; one batcher task takes the first, keeps
 gathering for up to `batch_wait_ms` (or until `max_batch_prompts` prompts), then runs the whole batch in ONE
@@ -25,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,6 +74,30 @@ def load_prompt_scorer(model_dir: Path, threads: int | None = None, dtype: str =
     return scorer
 
 
+WARM_UP_PREFIX = (
+    "#Question: A user has given high ratings to the following movies: "
+    + ", ".join(f'"Movie number {n} (19{50 + n})"' for n in range(10))
+    + ". Additionally, we have information about the user's preferences encoded in the feature 0a1b2c3d. "
+    + "Using all available information, make a prediction about whether the user would enjoy the movie"
+)
+WARM_UP_CANDIDATES = 32  # one chunk of the service's default size
+
+
+def warm_up(scorer: PrefixScorer) -> float:
+    """Score one user prefix and a chunk of serving-length candidates (blocking); the seconds it took.
+
+    The first forward passes of a freshly loaded model are slow (thread pools started, kernels chosen and
+    weights packed for each shape): paying that here keeps it off the first client request.
+    """
+    suffixes = [
+        f' titled "Candidate {n} (2001)" with feature {n:08x}? #Answer:' for n in range(WARM_UP_CANDIDATES)
+    ]
+    started = time.perf_counter()
+    scorer.score_groups([(WARM_UP_PREFIX, suffixes[:1])])
+    scorer.score_groups([(WARM_UP_PREFIX, suffixes)])
+    return time.perf_counter() - started
+
+
 def score_batch(scorer: PrefixScorer, batch: Sequence[Sequence[PromptGroup]]) -> list[list[list[float]]]:
     """Score the groups of several requests in one model call (blocking): users batched together.
 
@@ -110,8 +138,10 @@ class LocalScorer:
         batch_wait_ms: float = 2.0,
         max_batch_prompts: int = 256,
         small_job_prompts: int = 4,
+        warm_up: Callable[[PrefixScorer], float] | None = None,
     ) -> None:
         self._loader = loader
+        self._warm_up = warm_up
         self._wait_s = batch_wait_ms / 1000.0
         self._max_prompts = max_batch_prompts
         self._small_prompts = small_job_prompts
@@ -119,6 +149,8 @@ class LocalScorer:
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
         self._tasks: list[asyncio.Task[Any]] = []
         self._load_error: str | None = None
+        self._loading = False
+        self.engine: str | None = None  # what runs the model once loaded ("torch-bfloat16"), for /readyz
         self.batches_run = 0  # worker-thread calls so far (observability, tests)
 
     @classmethod
@@ -129,19 +161,32 @@ class LocalScorer:
             batch_wait_ms=settings.batch_wait_ms,
             max_batch_prompts=settings.max_batch_prompts,
             small_job_prompts=settings.small_job_prompts,
+            warm_up=warm_up,
         )
 
     async def start(self) -> None:
         """Begin loading the model in a worker thread and start the batcher; returns at once."""
+        self._loading = True
         self._tasks = [asyncio.create_task(self._load()), asyncio.create_task(self._batch_forever())]
 
     async def _load(self) -> None:
         try:
-            self._scorer = await asyncio.to_thread(self._loader)
-            logger.info("local scorer: model loaded")
+            scorer = await asyncio.to_thread(self._loader)
+            if self._warm_up is not None:
+                seconds = await asyncio.to_thread(self._warm_up, scorer)
+                logger.info("local scorer: warm-up scoring took %.2f s", seconds)
+            self.engine = getattr(scorer, "engine", None)
+            self._scorer = scorer
+            logger.info("local scorer: model loaded (%s)", self.engine)
         except Exception as exc:  # reported by ready() and every request, not fatal to the process
             self._load_error = f"model failed to load: {exc}"
             logger.exception("local scorer: model failed to load")
+        finally:
+            self._loading = False
+
+    def warming_up(self) -> bool:
+        """True while the model loads and runs its warm-up scoring (/readyz: not ready yet)."""
+        return self._loading
 
     async def score(self, groups: Sequence[PromptGroup]) -> list[list[float]]:
         """Queue the groups for the next micro-batch and wait for their scores."""

@@ -203,20 +203,33 @@ def prepare_tokenizer(tokenizer: PreTrainedTokenizerBase) -> PreTrainedTokenizer
 
 
 @functools.cache
-def cpu_has_bf16() -> bool:
-    """True when this CPU multiplies bf16 natively (AVX512-BF16 or AMX); elsewhere bf16 is emulated, slower."""
+def cpu_flags() -> frozenset[str]:
+    """This CPU's feature flags (/proc/cpuinfo's `flags`; empty where it cannot be read)."""
     try:
-        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8")
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8")
     except OSError:
-        return False
+        return frozenset()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
+def cpu_has_bf16(flags: frozenset[str] | None = None) -> bool:
+    """True when the CPU multiplies bf16 natively (AVX512-BF16 or AMX); elsewhere bf16 is emulated, slower."""
+    flags = cpu_flags() if flags is None else flags
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def serving_dtype(name: str, device: str) -> torch.dtype:
-    """The weights' dtype for scoring: "auto" = bf16 on CUDA and on CPUs with native bf16, else fp32."""
+def bf16_is_native(device: str, flags: frozenset[str] | None = None) -> bool:
+    """bf16 matrix products run in hardware here: any CUDA GPU, or a CPU with AVX512-BF16 or AMX."""
+    return device.startswith("cuda") or (device == "cpu" and cpu_has_bf16(flags))
+
+
+def serving_dtype(name: str, device: str, flags: frozenset[str] | None = None) -> torch.dtype:
+    """The weights' dtype for scoring: "auto" = bf16 where it is native (`bf16_is_native`), else fp32."""
     if name == "auto":
-        native = device.startswith("cuda") or (device == "cpu" and cpu_has_bf16())
-        return torch.bfloat16 if native else torch.float32
+        return torch.bfloat16 if bf16_is_native(device, flags) else torch.float32
     return {"float32": torch.float32, "bfloat16": torch.bfloat16}[name]
 
 

@@ -45,6 +45,11 @@ class PromptScorer:
         self.answer_tokens = answer_tokens or find_answer_tokens(tokenizer)
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.pad_id = int(pad_id) if pad_id is not None else 0
+        weights = next(model.parameters())
+        where = "" if weights.device.type == "cpu" else f"-{weights.device.type}"
+        self.engine = (
+            f"torch-{str(weights.dtype).removeprefix('torch.')}{where}"  # what runs it, as /readyz says
+        )
 
     @classmethod
     def from_dir(cls, model_dir: str | Path, *, device: str | None = None) -> PromptScorer:

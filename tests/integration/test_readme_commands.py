@@ -143,7 +143,7 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float) -> dic
         try:
             with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:
                 answer: dict[str, object] = json.loads(response.read())
-            if answer["status"] == "ready":  # "degraded" while the in-process model still loads
+            if answer["status"] == "ready":  # 503 "warming up" while the in-process model loads and warms up
                 return answer
         except (urllib.error.URLError, OSError):
             pass

@@ -145,6 +145,32 @@ def test_requests_before_the_model_loads_are_unavailable() -> None:
     asyncio.run(run())
 
 
+def test_the_scorer_is_ready_only_after_its_warm_up_scoring() -> None:
+    release = threading.Event()
+    model = FakeModel()
+
+    def warm_up(loaded: FakeModel) -> float:
+        release.wait(5)
+        loaded.score_groups([("warm ", ["up"])])
+        return 0.0
+
+    async def run() -> None:
+        scorer = LocalScorer(lambda: model, warm_up=warm_up)  # type: ignore[arg-type]
+        await scorer.start()
+        await asyncio.sleep(0.05)  # loaded, warming up
+        assert scorer.warming_up() and not await scorer.ready()
+        release.set()
+        for _ in range(250):
+            if await scorer.ready():
+                break
+            await asyncio.sleep(0.02)
+        assert await scorer.ready() and not scorer.warming_up()
+        assert model.calls == [[("warm ", ["up"])]]  # the warm-up really scored, before the first request
+        await scorer.aclose()
+
+    asyncio.run(run())
+
+
 def test_a_model_that_fails_to_load_keeps_the_scorer_unready_and_says_why() -> None:
     def broken() -> FakeModel:
         raise FileNotFoundError("no config.json in /models/x")
@@ -170,7 +196,7 @@ def test_real_tiny_model_scores_match_whole_prompt_scoring(tiny_llama_dir: Path)
     ]
 
     async def run() -> list[list[float]]:
-        scorer = LocalScorer.from_settings(LocalSettings(model_dir=tiny_llama_dir))
+        scorer = LocalScorer.from_settings(LocalSettings(model_dir=tiny_llama_dir, dtype="float32"))
         await scorer.start()
         for _ in range(600):
             if await scorer.ready():
@@ -203,12 +229,35 @@ def test_bf16_weights_score_close_to_fp32_and_keep_the_margin_in_fp32(tiny_llama
     assert bf16 == pytest.approx(fp32, abs=0.02) and bf16 != fp32  # close, yet really computed in bf16
 
 
-def test_the_local_scorer_runs_fp32_unless_told_otherwise(tiny_llama_dir: Path) -> None:
-    """bf16 cost the shipped model 0.0023 UAUC on 1,000 valid rows (bench/bf16_quality.py): fp32 is the default."""
+def test_dtype_auto_is_bf16_exactly_where_the_hardware_multiplies_it_natively() -> None:
+    import torch
+
+    from model_store.llm.models import serving_dtype
+
+    avx2 = frozenset({"avx2", "fma", "f16c"})
+    avx512 = avx2 | {"avx512f", "avx512bw", "avx512_vnni"}
+    cases = {
+        ("cuda", avx2): torch.bfloat16,  # any CUDA GPU
+        ("cpu", avx512 | {"avx512_bf16"}): torch.bfloat16,  # AVX512-BF16 (e.g. AMD Zen 4)
+        ("cpu", avx512 | {"amx_bf16", "amx_tile"}): torch.bfloat16,  # AMX (Intel Sapphire Rapids)
+        ("cpu", avx512): torch.float32,  # AVX-512 without bf16: emulated, slower than fp32
+        ("cpu", avx2): torch.float32,
+        ("cpu", frozenset()): torch.float32,  # flags unreadable
+    }
+    for (device, flags), dtype in cases.items():
+        assert serving_dtype("auto", device, flags) == dtype, (device, sorted(flags))
+        assert serving_dtype("float32", device, flags) == torch.float32
+        assert serving_dtype("bfloat16", device, flags) == torch.bfloat16
+
+
+def test_the_local_scorer_defaults_to_auto_and_says_which_engine_runs(tiny_llama_dir: Path) -> None:
     import torch
 
     from app.settings import LocalSettings
+    from model_store.llm.models import bf16_is_native
 
-    assert LocalSettings().dtype == "float32"
-    scorer = load_prompt_scorer(tiny_llama_dir)
-    assert next(scorer.model.parameters()).dtype == torch.float32  # type: ignore[attr-defined]
+    assert LocalSettings().dtype == "auto"
+    scorer = load_prompt_scorer(tiny_llama_dir, dtype=LocalSettings().dtype)
+    expected = torch.bfloat16 if bf16_is_native("cpu") else torch.float32
+    assert next(scorer.model.parameters()).dtype == expected  # type: ignore[attr-defined]
+    assert scorer.engine == f"torch-{str(expected).removeprefix('torch.')}"
