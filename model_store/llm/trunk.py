@@ -48,7 +48,8 @@ def compute_trunk(
     decoder: Any = model.get_decoder()  # type: ignore[operator]
     prefixes: dict[tuple[int, ...], torch.Tensor] = {}
     rests: dict[int, torch.Tensor] = {}
-    for batch_groups in batches_of_groups(groups, batch_size):
+    by_length = sorted(groups, key=lambda group: len(group.prefix))  # similar lengths per batch: less padding
+    for batch_groups in batches_of_groups(by_length, batch_size):
         batch = layout(batch_groups)
         prefix_in, rest_in = embedded_inputs(decoder, batch_groups, pad_id, device)
         prefix_out, rest_out = shared_pass(
