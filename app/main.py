@@ -41,7 +41,7 @@ def build_store(settings: ServiceSettings) -> CatalogStore:
         from app.store.redis import RedisStore
 
         assert settings.redis_url is not None  # guaranteed by ServiceSettings' validator
-        assert settings.redis_max_connections is not None  # derived by the validator when unset
+        assert settings.redis_max_connections is not None and settings.pool_wait_s is not None  # derived
         url = settings.redis_url.get_secret_value()
         kind = RedisStore
         if settings.redis_cluster or split_cluster_url(url)[1]:
@@ -73,6 +73,7 @@ def build_scorer(settings: ServiceSettings, store: CatalogStore) -> Scorer:
             manifest = store.manifest
             return manifest.model if manifest is not None else None
 
+        assert settings.pool_wait_s is not None  # derived by the validator when unset
         return VllmScorer(settings.vllm, manifest_source=served_model, pool_wait_s=settings.pool_wait_s)
     if settings.backend == "local":
         from app.scorers.local import LocalScorer

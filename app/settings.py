@@ -20,6 +20,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 DEFAULT_SNAPSHOT_DIR = Path("artifacts/demo/snapshot")
 DEFAULT_LOCAL_MODEL_DIR = Path("artifacts/demo/model")
 DEFAULT_MAX_BODY_BYTES = 1 << 20
+DEFAULT_POOL_WAIT_S = 2.0
 
 
 class VllmSettings(BaseModel):
@@ -164,11 +165,12 @@ class ServiceSettings(BaseSettings):
         "it is served while the database holds at most this many keys; above it each entry is checked as "
         "requests read it. Either way a bad version is refused and the last verified one keeps serving.",
     )
-    pool_wait_s: float = Field(
-        default=2.0,
+    pool_wait_s: float | None = Field(
+        default=None,
         gt=0,
         description="Most time a request waits for a pooled Redis or vLLM connection when every one is in "
-        "use; past it, 503 `overloaded` + Retry-After. Must be below deadline_s.",
+        "use; past it, 503 `overloaded` + Retry-After. None = derived: 2 s, or half of deadline_s when that is "
+        "shorter; an explicit value must be below deadline_s.",
     )
     redis_timeout_s: float = Field(
         default=1.0, gt=0, description="Redis connect and per-command timeout, seconds."
@@ -252,7 +254,13 @@ class ServiceSettings(BaseSettings):
                 "BINLLM_API_KEYS is set but holds no key (authentication would be off): give comma-separated "
                 "keys, or unset it for no authentication"
             )
-        if self.deadline_s is not None and self.pool_wait_s >= self.deadline_s:
+        if self.pool_wait_s is None:
+            self.pool_wait_s = (
+                DEFAULT_POOL_WAIT_S
+                if self.deadline_s is None
+                else min(DEFAULT_POOL_WAIT_S, self.deadline_s / 2)
+            )
+        elif self.deadline_s is not None and self.pool_wait_s >= self.deadline_s:
             raise ValueError(
                 f"BINLLM_POOL_WAIT_S ({self.pool_wait_s}) must be below BINLLM_DEADLINE_S ({self.deadline_s})"
             )

@@ -26,6 +26,11 @@ def test_a_pool_wait_not_below_the_deadline_is_refused() -> None:
     assert ServiceSettings(pool_wait_s=5.0, deadline_s=None).pool_wait_s == 5.0
 
 
+def test_the_pool_wait_is_derived_inside_the_deadline() -> None:
+    assert ServiceSettings().pool_wait_s == 2.0
+    assert ServiceSettings(deadline_s=1.0).pool_wait_s == 0.5
+
+
 @pytest.mark.parametrize("value", ["", ",", " , ", " "])
 def test_api_keys_set_but_empty_is_a_start_up_error(value: str) -> None:
     """Set but holding no key would turn authentication off without a word: refused instead."""
