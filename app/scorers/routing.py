@@ -8,9 +8,13 @@ request is one `/classify` call, and no extra hop or component is needed. Hashin
 prefix text also spreads users whose prefixes are equal (every new user with no history) over all replicas.
 Each replica owns `VIRTUAL_NODES` points on a 64-bit ring (blake2b of "url#k"); a key goes to the first point
 clockwise, so adding or removing one of N replicas moves only the keys of the arcs it gains or loses, about
-1/N of them. A replica that refused a connection is tried last for `down_s` seconds (not never), so one dead
-replica costs one failed connect, not one per request. In Kubernetes the replicas are the addresses of the
-vLLM headless Service, looked up again every few seconds (`Replicas`, `BINLLM_VLLM__RESOLVE_REPLICAS`).
+1/N of them. Outlier ejection, as Envoy does it: a replica that refused a connection, or failed
+`EJECT_AFTER` calls in a row (timed out, answered 429 or 5xx), is ejected: tried last for a back-off period
+(`down_s`, doubled for each ejection in a row up to `MAX_EJECT_S`), so its users go to the next replica on the
+ring, the same one every time (their prefixes keep one home), and one bad replica costs a few failed calls, not
+one per request; an answer, or a passing readiness probe, brings it back. In Kubernetes the replicas are the
+addresses of the vLLM headless Service, looked up again every few seconds (`Replicas`,
+`BINLLM_VLLM__RESOLVE_REPLICAS`).
 
     python -c "from app.scorers.routing import ReplicaRing as R; print(R(['http://a', 'http://b']).order('user 7'))"
 """
@@ -31,6 +35,8 @@ logger = logging.getLogger(__name__)
 
 VIRTUAL_NODES = 128
 DEFAULT_DOWN_S = 5.0
+EJECT_AFTER = 3  # consecutive failed calls (timeout, 429, 5xx) that eject a replica
+MAX_EJECT_S = 60.0
 RESOLVE_EVERY_S = 10.0
 
 
@@ -64,6 +70,8 @@ class ReplicaRing:
         self.down_s = down_s
         self._clock = clock
         self._down_until: dict[str, float] = {}
+        self._failures: dict[str, int] = {}  # consecutive failed calls
+        self._ejections: dict[str, int] = {}  # ejections in a row, for the back-off
         points = sorted((_point(f"{url}#{k}"), url) for url in self.replicas for k in range(VIRTUAL_NODES))
         self._points = [point for point, _ in points]
         self._owners = [url for _, url in points]
@@ -89,12 +97,35 @@ class ReplicaRing:
         ]
 
     def mark_down(self, url: str) -> None:
-        """`url` refused a connection: try it last for the next `down_s` seconds."""
-        self._down_until[url] = self._clock() + self.down_s
+        """`url` refused a connection: eject it now."""
+        self._eject(url)
+
+    def record_failure(self, url: str) -> bool:
+        """`url` failed a call (timeout, 429, 5xx); True when that ejects it (EJECT_AFTER in a row)."""
+        self._failures[url] = self._failures.get(url, 0) + 1
+        if self._failures[url] < EJECT_AFTER or self.is_ejected(url):
+            return False
+        self._eject(url)
+        return True
+
+    def _eject(self, url: str) -> None:
+        """Tried last for down_s seconds, doubled for each ejection in a row (at most MAX_EJECT_S)."""
+        count = self._ejections.get(url, 0)
+        self._ejections[url] = count + 1
+        self._failures[url] = 0
+        self._down_until[url] = self._clock() + min(self.down_s * 2**count, MAX_EJECT_S)
+        logger.warning("vLLM replica %s ejected for %.0f s", url, self._down_until[url] - self._clock())
+
+    def is_ejected(self, url: str) -> bool:
+        """Whether `url` is ejected now."""
+        return self._down_until.get(url, 0.0) > self._clock()
 
     def mark_up(self, url: str) -> None:
         """`url` answered: route to it normally again."""
-        self._down_until.pop(url, None)
+        if self._down_until.pop(url, None) is not None:
+            logger.info("vLLM replica %s back in rotation", url)
+        self._failures.pop(url, None)
+        self._ejections.pop(url, None)
 
 
 Resolver = Callable[[str, int], Awaitable[list[str]]]

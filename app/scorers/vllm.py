@@ -40,6 +40,7 @@ from typing import Any, Literal, TypeVar
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from app import metrics
 from app.errors import (
     BackendResponseError,
     BackendUnavailableError,
@@ -222,6 +223,7 @@ class VllmScorer:
         self._settings = settings
         self._manifest_source = manifest_source or (lambda: manifest)
         self._probe: tuple[float, bool] | None = None  # (when, result) of the last readiness probe
+        self._replica_ready: dict[str, bool] = {}  # per replica, at the last probe
         self._checked: tuple[str, float, list[str]] | None = None  # (model_version, when, problems)
         self._check_lock = asyncio.Lock()
         self._model: str | None = settings.model
@@ -247,8 +249,9 @@ class VllmScorer:
             settings.base_url, make_client, resolve=settings.resolve_replicas, resolver=resolver
         )
 
-    async def score(self, groups: Sequence[PromptGroup]) -> list[list[float]]:
-        """All prompts of all groups in one vLLM call; scores split back per group."""
+    async def score(self, groups: Sequence[PromptGroup], *, replica: str | None = None) -> list[list[float]]:
+        """All prompts of all groups in one vLLM call (to `replica` only, when given); scores split back
+        per group."""
         prompts = [prompt for group in groups for prompt in group.prompts()]
         if not prompts:
             return [[] for _ in groups]
@@ -257,7 +260,7 @@ class VllmScorer:
         route = groups[0].route or groups[0].prefix  # the user: their prefix is in that replica's cache
         if self._settings.mode == "classify":
             body = ClassifyRequest.for_prompts(model, prompts)
-            reply = await self._post("/classify", body, route)
+            reply = await self._post("/classify", body, route, replica)
             flat = _parse(ClassifyResponse, reply).yes_probabilities(len(prompts))
         else:
             served = self._manifest_source()  # the active snapshot's model, so a publish needs no restart
@@ -265,7 +268,7 @@ class VllmScorer:
                 raise SnapshotMissingError("mode=completions needs the model manifest's Yes/No token ids")
             yes_id, no_id = served.yes_token_id, served.no_token_id
             body_c = CompletionsRequest.for_prompts(model, prompts, yes_id, no_id)
-            reply = await self._post("/v1/completions", body_c, route)
+            reply = await self._post("/v1/completions", body_c, route, replica)
             flat = _parse(CompletionsResponse, reply).yes_probabilities(len(prompts), yes_id, no_id)
         out, start = [], 0
         for group in groups:
@@ -334,39 +337,73 @@ class VllmScorer:
             logger.warning("vLLM does not score yet; /readyz reports it (the fallback answers meanwhile)")
 
     async def ready(self) -> bool:
-        """A real, tiny scoring call answers with a probability, within PROBE_TIMEOUT_S; cached PROBE_CACHE_S.
+        """Every replica probed at once with a real, tiny scoring call (an answer with a probability within
+        PROBE_TIMEOUT_S); ready when at least one passes. Cached PROBE_CACHE_S. A failing replica counts a
+        failure towards its ejection, a passing one comes back into rotation; `replica_report()` says which.
 
         vLLM's own `/health` says 200 while `/classify` errors, answers garbage or hangs, so it is not asked.
         """
         now = time.monotonic()
         if self._probe is not None and now - self._probe[0] < PROBE_CACHE_S:
             return self._probe[1]
-        try:
-            async with asyncio.timeout(PROBE_TIMEOUT_S):
-                (scores,) = await self.score([_PROBE])
-            ok = len(scores) == 1 and 0.0 <= scores[0] <= 1.0
-        except (BinllmError, TimeoutError):
-            ok = False
+        urls = list(self._replicas.ring.replicas)
+        results = await asyncio.gather(*(self._probe_replica(url) for url in urls))
+        self._replica_ready = dict(zip(urls, results, strict=True))
+        for url, ok in self._replica_ready.items():
+            metrics.BACKEND_REPLICA_READY.labels(url).set(1 if ok else 0)
+        ok = any(results)
         self._probe = (time.monotonic(), ok)
         return ok
+
+    async def _probe_replica(self, url: str) -> bool:
+        try:
+            async with asyncio.timeout(PROBE_TIMEOUT_S):
+                (scores,) = await self.score([_PROBE], replica=url)
+            passed = len(scores) == 1 and 0.0 <= scores[0] <= 1.0
+        except (BinllmError, TimeoutError):
+            passed = False
+        if passed:
+            self._replicas.ring.mark_up(url)
+        else:
+            self._replicas.ring.record_failure(url)
+            logger.warning("vLLM replica %s fails its readiness probe", url)
+        return passed
+
+    def replica_report(self) -> dict[str, bool] | None:
+        """Whether each replica passed the last readiness probe, by position in the replica list
+        (`replica-0`, ...: no host names for clients; the log and `binllm_backend_replica_ready` name them);
+        None with a single replica."""
+        if len(self._replica_ready) < 2:
+            return None
+        return {f"replica-{k}": ok for k, ok in enumerate(self._replica_ready.values())}
 
     async def aclose(self) -> None:
         """Close the pooled connections."""
         await self._replicas.aclose()
 
-    async def _post(self, path: str, body: BaseModel, route: str) -> httpx.Response:
-        return await self._request("POST", path, json=body.model_dump(mode="json"), route=route)
+    async def _post(
+        self, path: str, body: BaseModel, route: str, replica: str | None = None
+    ) -> httpx.Response:
+        return await self._request(
+            "POST", path, json=body.model_dump(mode="json"), route=route, replica=replica
+        )
 
-    async def _request(self, method: str, path: str, *, json: Any = None, route: str = "") -> httpx.Response:
+    async def _request(
+        self, method: str, path: str, *, json: Any = None, route: str = "", replica: str | None = None
+    ) -> httpx.Response:
         """One call with bounded retries; every transport failure ends as BackendUnavailableError.
 
-        Attempt k goes to the k-th replica in `route`'s ring order (live ones first), so a refused connection
-        moves the request to the next replica at once; backoff only starts once every replica was tried.
+        Attempt k goes to the k-th replica in `route`'s ring order (ejected ones last), so a refused
+        connection, a timeout, a 429 or a 5xx moves the request to the next replica at once (a timeout is
+        retried only there, never on the replica that timed out); failures count towards ejecting a replica
+        (`routing.py`); backoff only starts once every replica was tried. `replica` = that one only, no retry.
         """
-        attempts = self._settings.max_retries + 1
-        order = await self._replicas.order(route)
+        ring = self._replicas.ring
+        order = [replica] if replica is not None else await self._replicas.order(route)
+        attempts = 1 if replica is not None else self._settings.max_retries + 1
         for attempt in range(attempts):
             last = attempt == attempts - 1
+            another = not last and attempt + 1 < len(order)  # the next attempt goes to another replica
             url = order[attempt % len(order)]
             try:
                 response = await self._replicas.client(url).request(method, path, json=json)
@@ -376,24 +413,29 @@ class VllmScorer:
                     public="the scoring backend is busy; retry shortly",
                 ) from exc
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError) as exc:
-                self._replicas.ring.mark_down(url)
+                ring.mark_down(url)
                 if last:
                     raise BackendUnavailableError(f"vLLM unreachable at {url}: {exc}") from exc
-            except httpx.TimeoutException as exc:
-                raise BackendUnavailableError(f"vLLM did not answer {path} in time: {exc!r}") from exc
+            except httpx.TimeoutException as exc:  # alive but stuck: only another replica is worth a try
+                ring.record_failure(url)
+                if not another:
+                    raise BackendUnavailableError(f"vLLM did not answer {path} in time: {exc!r}") from exc
             except httpx.HTTPError as exc:
                 raise BackendUnavailableError(f"vLLM {path} failed: {exc!r}") from exc
             else:
-                if response.status_code in RETRY_STATUSES and not last:
+                status = response.status_code
+                if status == 429 or status >= 500:
+                    ring.record_failure(url)
+                if status in RETRY_STATUSES and not last:
                     pass
-                elif response.status_code in RETRY_STATUSES:
-                    raise BackendUnavailableError(f"vLLM {path} answered {response.status_code}")
+                elif (status == 429 or status >= 500) and another:
+                    pass  # shedding load, or 500: the next replica may answer (never the same one again)
+                elif status in RETRY_STATUSES or status == 429:
+                    raise BackendUnavailableError(f"vLLM {path} answered {status}")
                 elif response.is_error:
-                    raise BackendResponseError(
-                        f"vLLM {path} answered {response.status_code}: {response.text[:500]}"
-                    )
+                    raise BackendResponseError(f"vLLM {path} answered {status}: {response.text[:500]}")
                 else:
-                    self._replicas.ring.mark_up(url)
+                    ring.mark_up(url)
                     return response
             logger.info("vLLM %s %s: retry %d of %d", method, path, attempt + 1, attempts - 1)
             if attempt + 1 >= len(order):  # every replica tried: give them a moment

@@ -8,6 +8,7 @@ behaviour is switched at run time by `POST /_mode {"mode": ...}`:
     garbage  200 with a body that is not JSON
     hang     never answers /classify or /health (until the mode changes)
     slow     answers like `ok` after `delay_s` seconds
+    busy     429 Too Many Requests with Retry-After (an overloaded server shedding load)
 
     python -m uvicorn tests.integration.fake_vllm:app --port 8011
 """
@@ -49,6 +50,8 @@ async def _misbehave() -> Response | None:
         return PlainTextResponse(body, status_code=500)
     if mode == "garbage":
         return PlainTextResponse("<html>not json", status_code=200)
+    if mode == "busy":
+        return JSONResponse({"error": "too many requests"}, status_code=429, headers={"Retry-After": "1"})
     return None
 
 
@@ -118,3 +121,11 @@ def running_fake_vllm() -> Iterator[str]:
 def set_fake_mode(url: str, mode: str, **extra: Any) -> None:
     """Switch the fake server's behaviour."""
     httpx.post(f"{url}/_mode", json={"mode": mode, **extra}, timeout=5).raise_for_status()
+
+
+def fake_state(url: str) -> dict[str, Any]:
+    """The fake server's state (mode, how many /classify calls it has had)."""
+    response = httpx.post(f"{url}/_mode", json={}, timeout=5)
+    response.raise_for_status()
+    state: dict[str, Any] = response.json()
+    return state
