@@ -56,6 +56,7 @@ async def check_readiness(
         snapshot_version=version,
         backend=scorer.name,
         engine=getattr(scorer, "engine", None),
+        replicas=replica_report(scorer),
         model_note=str(note) if note else None,
     )
 
@@ -67,6 +68,12 @@ async def bounded(check: Awaitable[_T], timeout_s: float, on_timeout: _T) -> _T:
             return await check
     except TimeoutError:
         return on_timeout
+
+
+def replica_report(scorer: Scorer) -> dict[str, bool] | None:
+    """Per vLLM replica, whether it passed the last readiness probe (None for a single backend)."""
+    report = getattr(scorer, "replica_report", None)
+    return report() if callable(report) else None
 
 
 def warming_up(scorer: Scorer) -> bool:

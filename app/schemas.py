@@ -122,3 +122,8 @@ class ReadyResponse(BaseModel):
     model_note: str | None = Field(
         default=None, description="What the served model is (tuned ML-1M, or the untuned synthetic demo)."
     )
+    replicas: dict[str, bool] | None = Field(
+        default=None,
+        description="With several vLLM replicas: whether each (replica-0, replica-1... in the order of "
+        "BINLLM_VLLM__BASE_URL) passed its readiness probe; ready while at least one does. Null otherwise.",
+    )

@@ -13,14 +13,19 @@ import asyncio
 from collections import Counter
 from collections.abc import Iterator
 
+import httpx
 import pytest
 
 from app.errors import BinllmError
+from app.schemas import PredictResponse, ReadyResponse
 from app.scorers.base import PromptGroup
 from app.scorers.vllm import VllmScorer
 from app.settings import VllmSettings
+from model_store.publish.redis import RedisPublisher
 from tests.integration.chaos import report
 from tests.integration.fake_vllm import fake_state, running_fake_vllm, set_fake_mode
+from tests.integration.service_process import running_service
+from tests.integration.test_service_redis import make_snapshot
 
 pytestmark = pytest.mark.integration
 
@@ -64,7 +69,7 @@ async def score_users(scorer: VllmScorer, users: list[str]) -> Counter[str]:
 def test_a_misbehaving_replica_is_ejected_and_its_users_move_to_the_healthy_one(
     replicas: list[str], mode: str
 ) -> None:
-    bad, good = replicas
+    bad = replicas[0]
     set_fake_mode(bad, mode)
     scorer = scorer_for(replicas)
     owned = [u for u in USERS if scorer._replicas.ring.owner(u) == bad]  # users whose requests go to `bad`
@@ -81,7 +86,9 @@ def test_a_misbehaving_replica_is_ejected_and_its_users_move_to_the_healthy_one(
     bad_calls = fake_state(bad)["classify_calls"]
     first, again = asyncio.run(run())
     calls_to_bad = fake_state(bad)["classify_calls"] - bad_calls
-    report(f"replica {mode}: {len(owned)} of its users x 2: {dict(first)}, then {dict(again)}; calls it got: {calls_to_bad}")
+    report(
+        f"replica {mode}: {len(owned)} of its users x 2: {dict(first)}, then {dict(again)}; calls it got: {calls_to_bad}"
+    )
     assert first == again == Counter({"ok": len(owned)})
     assert calls_to_bad <= 3  # ejected after a few failures, not asked for every request
 
@@ -101,3 +108,31 @@ def test_readiness_probes_every_replica_and_reports_each(replicas: list[str]) ->
     ready, per_replica = asyncio.run(run())
     report(f"readiness with replica 0 hanging: ready={ready}, replicas {per_replica}")
     assert ready is True and per_replica == {"replica-0": False, "replica-1": True}
+
+
+def test_readyz_reports_each_replica_and_predict_answers_from_the_healthy_one(
+    replicas: list[str], redis_server: str
+) -> None:
+    bad, _good = replicas
+    RedisPublisher.from_url(redis_server).publish(make_snapshot("v1"))
+    set_fake_mode(bad, "hang")
+    env = {
+        "BINLLM_BACKEND": "vllm",
+        "BINLLM_VLLM__BASE_URL": ",".join(replicas),
+        "BINLLM_VLLM__TIMEOUT_S": "0.5",
+    }
+    with running_service(redis_server, **env) as url:
+        ready = httpx.get(f"{url}/readyz", timeout=10)
+        answers = [
+            PredictResponse.model_validate(
+                httpx.post(f"{url}/predict", json={"user_id": user, "item_ids": ["i1"]}, timeout=10).json()
+            )
+            for user in USERS[:20]
+        ]
+    body = ReadyResponse.model_validate(ready.json())
+    report(
+        f"/readyz with replica 0 hanging: {ready.status_code} {body.replicas}; degraded answers: {sum(a.degraded is not None for a in answers)} of 20"
+    )
+    assert ready.status_code == 200 and body.status == "ready"
+    assert body.replicas == {"replica-0": False, "replica-1": True}
+    assert all(a.degraded is None for a in answers)
