@@ -40,10 +40,11 @@ async def check_readiness(
     )
     manifest = store.manifest
     can_fall_back = fallback and manifest is not None and manifest.code_score is not None
-    if warming_up(scorer):  # loading or running its warm-up scoring: answers would be code-only, so not yet
+    warming = warming_up(scorer)  # loading or running its warm-up scoring: answers would be code-only
+    if warming:
         reasons.append(f"backend {scorer.name!r} warming up")
     degraded = not backend_ok and not reasons and can_fall_back
-    if not backend_ok and not degraded:
+    if not backend_ok and not degraded and not warming:
         reasons.append(f"backend {scorer.name!r} not ready")
     if reasons:
         public = "not ready: " + "; ".join(public_reason(r) for r in reasons)

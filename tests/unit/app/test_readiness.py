@@ -48,7 +48,7 @@ def test_a_warming_model_is_not_ready_not_degraded_even_with_a_fallback(tmp_path
     scorer = WarmingScorer()
     warming = readiness(tmp_path, scorer)
     assert isinstance(warming, NotReadyError) and warming.status_code == 503
-    assert "backend 'recording' warming up" in warming.public
+    assert warming.public == "not ready: backend 'recording' warming up"  # one reason, not also "not ready"
     scorer.is_ready, scorer.engine = True, "torch-bfloat16"
     ready = readiness(tmp_path, scorer)
     assert isinstance(ready, ReadyResponse) and (ready.status, ready.engine) == ("ready", "torch-bfloat16")
