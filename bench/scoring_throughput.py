@@ -7,7 +7,9 @@ Workloads: 1 user x 100 candidates, and 8 users x 20 candidates scored together 
 (`PromptScorer.score_groups`) against the same 8 users one after another. Users and titles are real ML-1M
 rows when the split is present (read only), codes random. bf16 runs the weights in bf16 and keeps the Yes/No
 margin and the sigmoid in fp32; its scores are compared with fp32's (max and p99 absolute difference). On a
-CPU without native bf16 (no AVX512-BF16/AMX) bf16 is emulated and slower: the figure says so.
+CPU without native bf16 (no AVX512-BF16/AMX) bf16 is emulated and slower: the figure says so. Each
+configuration's GFLOP/s is set against this CPU's peak for its dtype, from the vector units its flags imply
+(`flop_per_cycle`: AVX2, AVX-512 full or split, AVX512-BF16, AMX-BF16).
 
     python bench/scoring_throughput.py [--model DIR] [--threads 2] [--dtypes float32,bfloat16]
 
@@ -35,7 +37,7 @@ from model_store.contract.prompts import (
     render_user_prefix,
 )
 from model_store.data.io import read_split
-from model_store.llm.models import cpu_has_bf16, ensure_smollm2, load_causal_lm
+from model_store.llm.models import cpu_flags, cpu_has_bf16, ensure_smollm2, load_causal_lm
 from model_store.llm.scorer import PromptScorer
 
 DEFAULT_SPLIT = (
@@ -90,14 +92,42 @@ def token_counts(scorer: PromptScorer, groups: Sequence[Group]) -> tuple[int, li
     return prefix_total, added
 
 
-def fp32_peak_gflops(threads: int) -> float:
-    """AVX2 FMA peak: 2 FMA units x 8 fp32 lanes x 2 FLOP per cycle and core, at the clock /proc/cpuinfo says."""
+def cpu_clock_mhz() -> float:
+    """The highest clock /proc/cpuinfo reports (NaN where unreadable)."""
     try:
         lines = Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines()
-        mhz = max(float(line.split(":")[1]) for line in lines if line.startswith("cpu MHz"))
+        return max(float(line.split(":")[1]) for line in lines if line.startswith("cpu MHz"))
     except (OSError, ValueError):
         return float("nan")
-    return threads * 32 * mhz / 1000
+
+
+def flop_per_cycle(flags: frozenset[str], vendor: str, family: int) -> dict[str, int]:
+    """Peak FLOP per cycle and core, by the vector units the CPU's flags and family imply.
+
+    fp32: two FMA pipes x lanes x 2 FLOP. Lanes: 16 with AVX-512 on Intel and on AMD from Zen 5 (family 26);
+    Zen 4 (family 25) runs a 512-bit op as two 256-bit halves, so it peaks as AVX2 does (8 lanes); 8 with AVX2.
+    bf16: AVX512-BF16's dot product (VDPBF16PS) does two bf16 products per fp32 lane: twice fp32; AMX-BF16
+    (Intel Sapphire Rapids on) does 1,024 FLOP per cycle and core; without either, bf16 is emulated (fp32's).
+    """
+    full_512 = "avx512f" in flags and not (vendor == "AuthenticAMD" and family < 26)
+    fp32 = 2 * (16 if full_512 else 8) * 2
+    bf16 = 1024 if "amx_bf16" in flags else 2 * fp32 if "avx512_bf16" in flags else fp32
+    return {"float32": fp32, "bfloat16": bf16}
+
+
+def peak_gflops(threads: int) -> dict[str, float]:
+    """Peak GFLOP/s per dtype for `threads` cores at the reported clock (`flop_per_cycle`)."""
+    vendor, family = "", 0
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("vendor_id"):
+                vendor = line.split(":", 1)[1].strip()
+            elif line.startswith("cpu family"):
+                family = int(line.split(":", 1)[1])
+    except (OSError, ValueError):
+        pass
+    per_cycle = flop_per_cycle(cpu_flags(), vendor, family)
+    return {dtype: threads * n * cpu_clock_mhz() / 1000 for dtype, n in per_cycle.items()}
 
 
 def main() -> None:
@@ -116,7 +146,8 @@ def main() -> None:
     print(f"model: {model_dir}, threads: {torch.get_num_threads()}, native bf16: {cpu_has_bf16()}")
     embeddings = model.get_input_embeddings().weight.numel()  # type: ignore[operator]  # a lookup: no FLOPs
     flops_per_token = 2 * (sum(p.numel() for p in model.parameters()) - embeddings)
-    peak = fp32_peak_gflops(args.threads)
+    peaks = peak_gflops(args.threads)
+    print(", ".join(f"{dtype} peak {gflops:.0f} GFLOP/s" for dtype, gflops in peaks.items()))
 
     configs = [("paper", "float32")] + [("serving", dtype) for dtype in args.dtypes.split(",")]
     results: dict[tuple[str, str], float] = {}
@@ -133,9 +164,10 @@ def main() -> None:
         results[(layout, dtype)] = 100 / single_s
         prefix_tokens, added = token_counts(scorer, one)
         gflops = flops_per_token * (prefix_tokens + sum(added)) / single_s / 1e9
+        peak = peaks.get(dtype, float("nan"))
         print(
             f"{layout} {dtype}: 1x100 {100 / single_s:.1f} candidates/s ({np.mean(added):.1f} tokens/candidate, "
-            f"{gflops:.0f} GFLOP/s = {100 * gflops / peak:.0f}% of the {peak:.0f} GFLOP/s fp32 FMA peak); "
+            f"{gflops:.0f} GFLOP/s = {100 * gflops / peak:.0f}% of this CPU's {peak:.0f} GFLOP/s {dtype} peak); "
             f"8x20 together {160 / together_s:.1f}/s, one user at a time {160 / apart_s:.1f}/s "
             f"(together {apart_s / together_s:.2f}x)"
         )

