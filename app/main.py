@@ -23,7 +23,7 @@ from fastapi import FastAPI
 from app.api.errors import install_error_handlers
 from app.api.guard import RequestGuardMiddleware
 from app.api.openapi import install_openapi
-from app.api.routes import health, metrics, predict
+from app.api.routes import docs, health, metrics, predict
 from app.metrics import RequestMetricsMiddleware, serve_metrics_port
 from app.scorers.base import Scorer
 from app.service import PredictService, ServingPolicy
@@ -148,12 +148,18 @@ def create_app(
             await the_scorer.aclose()
             await the_store.aclose()
 
-    app = FastAPI(title="binllm", summary="BinLLM click-through prediction", lifespan=lifespan)
+    app = FastAPI(
+        title="binllm",
+        summary="BinLLM click-through prediction",
+        lifespan=lifespan,
+        docs_url=None,  # app/api/routes/docs.py serves them, only while no API keys are set
+        redoc_url=None,
+    )
     app.add_middleware(RequestMetricsMiddleware)
     app.add_middleware(RequestGuardMiddleware)  # outermost: ids, body limit, cancellation
     install_error_handlers(app)
     install_openapi(app)
-    for module in (predict, health, metrics):
+    for module in (predict, health, metrics, docs):
         app.include_router(module.router)
     return app
 

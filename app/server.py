@@ -13,7 +13,8 @@ module), so a limit has one home. Limits, all settings (`BINLLM_SERVER__*`):
 * `max_header_bytes`: h11's limit on the request line plus headers (larger: 400);
 * `backlog`, `timeout_graceful_shutdown_s`.
 
-The body limit (413) is the app's own (`BINLLM_MAX_BODY_BYTES`, `app/api/guard.py`).
+The access log leaves query strings out (`RedactQueryFilter`). The body limit (413) is the app's own
+(`BINLLM_MAX_BODY_BYTES`, `app/api/guard.py`).
 
     BINLLM_SERVER__PORT=8000 BINLLM_SERVER__HEADER_TIMEOUT_S=5 python -m app.server
 """
@@ -21,11 +22,14 @@ The body limit (413) is the app's own (`BINLLM_MAX_BODY_BYTES`, `app/api/guard.p
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
+import logging
 from typing import Any
 
 import h11
 import uvicorn
+from uvicorn.config import LOGGING_CONFIG
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from app.settings import ServerSettings, get_settings
@@ -116,6 +120,26 @@ class GuardedH11Protocol(H11Protocol):
         self.transport.close()
 
 
+class RedactQueryFilter(logging.Filter):
+    """The access log's request path without its query string (`/healthz?[redacted]`): a query can carry a
+    key (`?api_key=...`) or a user's ids, and access logs are kept and shipped far and wide."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Rewrite uvicorn's access record (args: client, method, path, HTTP version, status)."""
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 5 and isinstance(args[2], str) and "?" in args[2]:
+            record.args = (args[0], args[1], args[2].split("?", 1)[0] + "?[redacted]", *args[3:])
+        return True
+
+
+def log_config() -> dict[str, Any]:
+    """uvicorn's logging config with `RedactQueryFilter` on the access log (applied in every worker)."""
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config.setdefault("filters", {})["redact_query"] = {"()": f"{__name__}.RedactQueryFilter"}
+    config["handlers"]["access"]["filters"] = ["redact_query"]
+    return config
+
+
 def uvicorn_options(server: ServerSettings) -> dict[str, Any]:
     """The keyword arguments of `uvicorn.run` for these settings."""
     return {
@@ -130,6 +154,7 @@ def uvicorn_options(server: ServerSettings) -> dict[str, Any]:
         "timeout_graceful_shutdown": server.timeout_graceful_shutdown_s,
         "proxy_headers": server.proxy_headers,
         "server_header": False,
+        "log_config": log_config(),
     }
 
 

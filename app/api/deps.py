@@ -5,11 +5,11 @@ Nothing here is a module global, so several apps (tests) can live in one process
 
 from __future__ import annotations
 
-import hmac
 from typing import Annotated
 
 from fastapi import Depends, Request
 
+from app.api.auth import KEY_REQUIRED, key_accepted
 from app.errors import UnauthorizedError
 from app.scorers.base import Scorer
 from app.service import PredictService
@@ -39,12 +39,8 @@ def require_api_key(request: Request) -> None:
     """With BINLLM_API_KEYS set, the request must carry one of them as a bearer token (401 otherwise);
     compared in constant time."""
     keys = api_key_set(get_settings_dep(request))
-    if not keys:
-        return
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    presented = token.strip().encode()
-    if scheme.lower() != "bearer" or not any(hmac.compare_digest(presented, k.encode()) for k in keys):
-        raise UnauthorizedError("a valid API key is required: send 'Authorization: Bearer <key>'")
+    if keys and not key_accepted(request.headers.get("authorization", ""), keys):
+        raise UnauthorizedError(KEY_REQUIRED)
 
 
 def get_service(request: Request) -> PredictService:

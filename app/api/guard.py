@@ -5,6 +5,9 @@ A pure ASGI middleware, outermost, so it sees every request before anything read
 * **Request id.** `X-Request-ID` from the client when it is short and plain (`[A-Za-z0-9._-]{1,64}`), a
   fresh one otherwise; kept in `scope["state"]["request_id"]`, echoed as a response header, and named in
   every 5xx message and log line, so a client can quote it and an operator can find the details.
+* **Key first.** With `BINLLM_API_KEYS` set, a keyed route (`app/api/auth.py`) without a valid key is
+  refused with 401 when its body is first read: before the body is parsed, so a client without a key learns
+  nothing about what the body should be.
 * **Body limit.** A `Content-Length` over `BINLLM_MAX_BODY_BYTES` is refused with 413 before one byte of the
   body is read; a chunked body is counted as it arrives and refused the moment it passes the limit. The
   refusal is raised as `PayloadTooLargeError` from `receive`, inside the app, so `app/api/errors.py`
@@ -27,8 +30,9 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app import metrics
-from app.errors import PayloadTooLargeError
-from app.settings import DEFAULT_MAX_BODY_BYTES, ServiceSettings
+from app.api.auth import KEY_REQUIRED, KEYED_ROUTES, key_accepted
+from app.errors import PayloadTooLargeError, UnauthorizedError
+from app.settings import DEFAULT_MAX_BODY_BYTES, ServiceSettings, api_key_set
 
 REQUEST_ID_HEADER = "x-request-id"
 _PLAIN_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -76,6 +80,20 @@ class RequestGuardMiddleware:
         settings = getattr(state, "settings", None)
         return settings.max_body_bytes if isinstance(settings, ServiceSettings) else DEFAULT_MAX_BODY_BYTES
 
+    @staticmethod
+    def _unauthorized(scope: Scope) -> UnauthorizedError | None:
+        """For a keyed route with keys configured, the 401 a request without a valid key gets."""
+        if (scope.get("method"), scope.get("path")) not in KEYED_ROUTES:
+            return None
+        settings = getattr(getattr(scope.get("app"), "state", None), "settings", None)
+        keys = api_key_set(settings) if isinstance(settings, ServiceSettings) else frozenset()
+        authorization = next(
+            (v.decode("latin-1") for k, v in scope.get("headers", ()) if k == b"authorization"), ""
+        )
+        if not keys or key_accepted(authorization, keys):
+            return None
+        return UnauthorizedError(KEY_REQUIRED)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
@@ -92,6 +110,8 @@ class RequestGuardMiddleware:
             nonlocal received
             if body_done.is_set():  # the watcher owns `receive` now; hand its disconnect on
                 return await asyncio.shield(disconnected)
+            if received == 0 and (refusal := self._unauthorized(scope)) is not None:
+                raise refusal  # before one byte of the body is read, let alone parsed
             if declared is not None and declared > limit:
                 raise PayloadTooLargeError(_too_large(declared, limit))
             message = await receive()

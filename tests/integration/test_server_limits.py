@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -204,3 +205,36 @@ def test_metrics_can_move_to_their_own_port(redis_server: str, server: str) -> N
         scraped = httpx.get(f"http://127.0.0.1:{port}/metrics")
     assert moved.status_code == 404 and moved.json()["error"]["type"] == "not_found"
     assert scraped.status_code == 200 and "binllm_request_duration_seconds_count" in scraped.text
+
+
+def test_the_access_log_leaves_query_strings_out(tmp_path: Path, redis_server: str) -> None:
+    """A key sent as `?api_key=` (or anything else in a query string) never reaches the access log."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "BINLLM_STORE": "redis",
+        "BINLLM_REDIS_URL": redis_server,
+        "BINLLM_BACKEND": "instant",
+    }
+    env["BINLLM_SERVER__PORT"] = str(port)
+    log = tmp_path / "server.log"
+    with log.open("wb") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "app.server"], cwd=REPO, env=env, stdout=sink, stderr=sink
+        )
+        try:
+            url = f"http://127.0.0.1:{port}"
+            for _ in range(300):
+                try:
+                    if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    time.sleep(0.1)
+            secret = "sk-QUERY-SECRET-0123456789"
+            assert httpx.get(f"{url}/healthz?api_key={secret}&x=1", timeout=5).status_code == 200
+            time.sleep(0.3)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=20)
+    text = log.read_text()
+    assert '"GET /healthz?[redacted] HTTP/1.1" 200' in text and secret not in text

@@ -48,3 +48,39 @@ def test_without_keys_no_authentication_is_asked(snapshot_dir: Path, scorer: Any
     settings = ServiceSettings(backend="instant", store="directory", snapshot_dir=snapshot_dir)
     with TestClient(create_app(settings, scorer=scorer)) as open_client:
         assert open_client.post("/predict", json=BODY).status_code == 200
+
+
+@pytest.mark.parametrize("body", [b"{not json", b'{"user_id": 5}', b"\xff\xfe"])
+def test_the_key_is_checked_before_the_body_is_parsed(client: TestClient, body: bytes) -> None:
+    """A request without a key learns nothing about the body's shape: 401, never a 400/422 about the body."""
+    response = client.post("/predict", content=body, headers={"content-type": "application/json"})
+    assert (
+        response.status_code == 401
+        and ErrorResponse.model_validate(response.json()).error.type == "unauthorized"
+    )
+    authorized = {"content-type": "application/json", "Authorization": "Bearer k-one"}
+    assert client.post("/predict", content=body, headers=authorized).status_code in (400, 422)
+
+
+@pytest.mark.parametrize("path", ["/docs", "/redoc", "/docs/oauth2-redirect"])
+def test_interactive_docs_are_off_when_keys_are_set(client: TestClient, path: str) -> None:
+    response = client.get(path)
+    assert (
+        response.status_code == 404
+        and ErrorResponse.model_validate(response.json()).error.type == "not_found"
+    )
+
+
+def test_interactive_docs_are_served_without_keys(snapshot_dir: Path, scorer: Any) -> None:
+    settings = ServiceSettings(backend="instant", store="directory", snapshot_dir=snapshot_dir)
+    with TestClient(create_app(settings, scorer=scorer)) as open_client:
+        assert [open_client.get(p).status_code for p in ("/docs", "/redoc")] == [200, 200]
+        assert "securitySchemes" not in open_client.get("/openapi.json").json().get("components", {})
+
+
+def test_openapi_declares_the_bearer_scheme_on_predict_when_keys_are_set(client: TestClient) -> None:
+    document = client.get("/openapi.json").json()
+    assert document["components"]["securitySchemes"]["bearer"] == {"type": "http", "scheme": "bearer"}
+    predict = document["paths"]["/predict"]["post"]
+    assert predict["security"] == [{"bearer": []}] and "401" in predict["responses"]
+    assert "security" not in document["paths"]["/healthz"]["get"]
