@@ -1,6 +1,7 @@
 """Print the markdown table of the model card and README from the JSON lines `scripts/eval_ml1m.sh` wrote.
 
     python scripts/eval_table.py runs/ml1m/eval
+    python scripts/eval_table.py --whole runs/ml1m-residual/eval/baseline.json runs/ml1m-residual/eval/residual.json
 
 Rows: codes alone (on the same rows as the LLMs, and on the whole of valid), the untuned model, the text-only
 model (stage 1), BinLLM (stage 2, the LLM's own P(Yes)) and its blend with the code score; columns: AUC / UAUC / logloss on
@@ -33,7 +34,38 @@ def cells(metrics: dict[str, Any], warm: dict[str, Any] | None, cold: dict[str, 
     )
 
 
+def whole_valid_table(baseline: dict[str, Any], residual: dict[str, Any]) -> list[str]:
+    """The whole-valid rows of scripts/eval_ml1m_residual.sh: codes alone, baseline, residual score, each LLM
+    row with its AUC difference to the codes and the paired bootstrap 95% interval of that difference."""
+
+    def against(metrics: dict[str, Any]) -> str:
+        gap = metrics.get("vs_codes", {}).get("auc")
+        return "" if gap is None else f"{gap['diff']:+.4f} [{gap['low']:+.4f}, {gap['high']:+.4f}]"
+
+    codes = residual["codes_only"]
+    rows = [
+        ("codes alone", codes, ""),
+        (f"baseline adapter ({baseline.get('score')})", baseline, against(baseline)),
+        (f"residual objective ({residual.get('score')}), served", residual, against(residual)),
+    ]
+    lines = [
+        "| model | AUC | UAUC | logloss | warm AUC | cold AUC | rows | AUC - codes [95% CI] |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for name, metrics, gap in rows:
+        lines.append(f"| {name} | {cells(metrics, metrics.get('warm'), metrics.get('cold'))} | {gap} |")
+    if "p_yes" in residual:
+        p_yes = residual["p_yes"]
+        lines.append(
+            f"| residual model, its P(Yes) alone | {cells(p_yes, p_yes.get('warm'), p_yes.get('cold'))} | |"
+        )
+    return lines
+
+
 def main() -> None:
+    if sys.argv[1] == "--whole":
+        print("\n".join(whole_valid_table(read(Path(sys.argv[2])), read(Path(sys.argv[3])))))
+        return
     eval_dir = Path(sys.argv[1])
     blend = read(eval_dir / "binllm_blend.json")
     rows = [

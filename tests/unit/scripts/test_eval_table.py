@@ -1,0 +1,38 @@
+"""scripts/eval_table.py --whole: the model card's whole-valid table from two `binllm llm eval` lines."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def _line(auc: float, score: str) -> dict[str, object]:
+    gap = {"diff": auc - 0.74, "low": auc - 0.75, "high": auc - 0.73, "level": 0.95, "resamples": 1000}
+    return {
+        "auc": auc, "uauc": 0.69, "logloss": 0.61, "n": 10401, "score": score,
+        "warm": {"auc": 0.76}, "cold": {"auc": 0.65},
+        "codes_only": {"auc": 0.7397, "uauc": 0.6858, "logloss": 0.6116, "n": 10401},
+        "vs_codes": {"auc": gap, "uauc": gap},
+    }  # fmt: skip
+
+
+def test_whole_valid_table_has_codes_baseline_and_residual_rows_with_intervals(tmp_path):
+    paths = []
+    for name, auc, score in (("baseline", 0.7241, "p_yes"), ("residual", 0.7512, "blend")):
+        path = tmp_path / f"{name}.json"
+        path.write_text("noise before\n" + json.dumps(_line(auc, score)) + "\n")
+        paths.append(str(path))
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "eval_table.py"), "--whole", *paths],
+        capture_output=True, text=True, check=True,
+    ).stdout.splitlines()  # fmt: skip
+    assert out[0].startswith("| model | AUC |") and len(out) == 5
+    assert out[2].startswith("| codes alone | 0.7397 | 0.6858 | 0.6116 |")
+    assert "| baseline adapter (p_yes) | 0.7241 |" in out[3] and "-0.0159 [-0.0259, -0.0059]" in out[3]
+    assert (
+        "| residual objective (blend), served | 0.7512 |" in out[4] and "+0.0112 [+0.0012, +0.0212]" in out[4]
+    )
