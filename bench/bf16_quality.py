@@ -17,7 +17,8 @@ Prints one JSON line per run (auc, uauc, logloss, n, seconds, candidates_per_s),
 fp32 and bf16 AUC/UAUC, the differences bf16 - fp32 with their paired bootstrap 95% interval (users
 resampled, `--resamples` 1,000, seeded: `model_store/paired_bootstrap.py`), the same for the fp32 jitter, the
 decision `keep_bf16` (false only when bf16's AUC interval lies wholly at or below -0.002, or its UAUC interval
-wholly below the jitter's), the max and p99 absolute difference of P(Yes) per row, and the CPU, whether it
+wholly at or below -max(0.002, the jitter interval's widest end): a loss beyond what re-batching alone moves
+UAUC by), the max and p99 absolute difference of P(Yes) per row, and the CPU, whether it
 has native bf16, and torch's threads. On a CPU without AVX512-BF16/AMX, bf16 is emulated: its speed there says
 nothing about a native-bf16 box.
 """
@@ -229,7 +230,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     }
     bf16_ci, jitter_ci = bootstrap["bfloat16"], bootstrap["float32_rebatched"]
     auc_loss = interval_excludes(bf16_ci["auc"], AUC_LOSS_BAR)
-    uauc_loss = bf16_ci["uauc"].high < jitter_ci["uauc"].low
+    uauc_bar = max(AUC_LOSS_BAR, abs(jitter_ci["uauc"].low), abs(jitter_ci["uauc"].high))
+    uauc_loss = interval_excludes(bf16_ci["uauc"], uauc_bar)
     fp32, bf16 = lines["float32"], lines["bfloat16"]
     diff = np.abs(p_yes["bfloat16"] - p_yes["float32"])  # [N]
     summary: dict[str, Any] = {
@@ -245,6 +247,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "jitter_max_abs_diff": float(np.abs(p_yes["float32_rebatched"] - p_yes["float32"]).max()),
         "ci_level": bf16_ci["auc"].level,
         "resamples": args.resamples,
+        "uauc_loss_bar": uauc_bar,
         "keep_bf16": not (auc_loss or uauc_loss),
         "score": "blend" if fusion is not None else "p_yes",
         "n_rows": len(data),
