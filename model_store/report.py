@@ -1,13 +1,18 @@
 """A small visual evaluation report of click scores, for all, warm and cold rows: one directory, three files.
 
-* `roc.png`: ROC curves of all / warm / cold rows, each with its AUC in the legend.
-* `calibration.png`: reliability diagram of warm and cold rows (mean predicted vs observed click rate in
-  equal-count bins) against the diagonal; AUC only ranks, so a model can rank well and still be far off in
-  probability, which is what the service's consumers see.
+* `roc.png`: ROC curves, one panel per subset (all / warm / cold), each curve's AUC in the legend.
+* `calibration.png`: reliability diagrams, one panel per subset: mean predicted vs observed click rate in 10
+  equal-width bins, over the rows each bin holds; AUC only ranks, so a model can rank well and still be far
+  off in probability, which is what the service's consumers see.
 * `summary.md`: a markdown table (n, positive rate, AUC, UAUC when user ids are given, logloss per subset),
   the caller's `extra` key/values, and links to the two images. A figure from too small a sample (fewer than
   200 rows; for UAUC, 200 users with both labels: `model_store.small_sample`) reads "too few rows" or "too
-  few users" instead, since a 0.0000 or 1.0000 from a handful of rows is noise, not a result.
+  few users" instead, since a 0.0000 or 1.0000 from a handful of rows is noise, not a result; a figure's
+  panel of fewer than 200 rows says "too few rows" instead of drawing a curve (`model_store.report_plots`).
+
+With a `baseline` (for `binllm llm eval --report`: the codes alone, scored on the very same rows), every panel
+draws it beside the served score and the table gets a row per subset for it, so the report shows at a glance
+whether the LLM adds to its codes.
 
 The numbers come from `model_store.metrics`, the same functions every `eval` command prints, so a report
 never disagrees with the JSON line next to it. A subset where a metric is undefined (no rows, or one label
@@ -24,26 +29,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import matplotlib
 import numpy as np
 from numpy.typing import ArrayLike
-from sklearn.calibration import calibration_curve
-from sklearn.metrics import roc_curve
 
 from model_store import metrics
+from model_store.report_plots import Curve, plot_calibration, plot_roc
 from model_store.small_sample import MIN_SAMPLE, is_small_sample
-
-# Headless: the offline job runs in containers and CI without a display; select Agg before pyplot loads.
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 
 ROC_FILENAME = "roc.png"
 CALIBRATION_FILENAME = "calibration.png"
 SUMMARY_FILENAME = "summary.md"
-CALIBRATION_BINS = 10
 SUBSETS: tuple[str, ...] = ("all", "warm", "cold")
-_COLORS = {"all": "black", "warm": "tab:red", "cold": "tab:blue"}
-_DPI = 110
 
 SubsetMetrics = dict[str, float | int | None]
 
@@ -76,34 +72,58 @@ def write_report(
     title: str,
     extra: Mapping[str, Any] | None = None,
     user_ids: ArrayLike | None = None,
+    score_name: str = "score",
+    baseline: ArrayLike | None = None,
+    baseline_name: str = "codes alone",
 ) -> dict[str, SubsetMetrics]:
     """Write roc.png, calibration.png and summary.md into `out_dir` (created if missing).
 
     `labels` are 0/1 clicks, `scores` click probabilities, `warm_mask` True for warm rows, all in one row
-    order; `user_ids` (same order) adds UAUC. Returns {"all"|"warm"|"cold": {"n", "positive_rate", "auc",
-    ["uauc", "uauc_users",] "logloss"}}, with None where a metric is undefined for that subset.
+    order; `user_ids` (same order) adds UAUC; `baseline` (same order) is a second score of the same rows,
+    drawn beside `scores` in every panel (`score_name` and `baseline_name` name them in the legends).
+    Returns {"all"|"warm"|"cold": {"n", "positive_rate", "auc", ["uauc", "uauc_users",] "logloss"}}, with
+    None where a metric is undefined for that subset, plus "all|warm|cold, <baseline_name>" with a baseline.
     """
     y = np.asarray(labels, dtype=np.float64)
     s = np.asarray(scores, dtype=np.float64)
     warm = np.asarray(warm_mask, dtype=bool)
     users = np.asarray(user_ids) if user_ids is not None else None
+    base = np.asarray(baseline, dtype=np.float64) if baseline is not None else None
     lengths = {"labels": y.shape, "scores": s.shape, "warm_mask": warm.shape}
     if users is not None:
         lengths["user_ids"] = users.shape
+    if base is not None:
+        lengths["baseline"] = base.shape
     if len(set(lengths.values())) != 1 or y.ndim != 1:
-        raise ValueError(f"labels, scores, warm_mask and user_ids must be 1-D of one length, got {lengths}")
+        raise ValueError(
+            f"labels, scores, warm_mask, user_ids and baseline must be 1-D of one length, got {lengths}"
+        )
     rows = {"all": np.ones(y.shape, dtype=bool), "warm": warm, "cold": ~warm}
-    results = {
-        name: subset_metrics(y[mask], s[mask], users[mask] if users is not None else None)
-        for name, mask in rows.items()
-    }
+    curves = [Curve(score_name, s), *([Curve(baseline_name, base)] if base is not None else [])]
+    per_curve = [
+        {
+            name: subset_metrics(y[mask], curve.scores[mask], users[mask] if users is not None else None)
+            for name, mask in rows.items()
+        }
+        for curve in curves
+    ]
     out_dir.mkdir(parents=True, exist_ok=True)
-    _plot_roc(out_dir / ROC_FILENAME, y, s, rows, results, title)
-    _plot_calibration(out_dir / CALIBRATION_FILENAME, y, s, rows, title)
+    aucs = {name: [_auc_of(results[name]) for results in per_curve] for name in rows}
+    plot_roc(out_dir / ROC_FILENAME, y, curves, rows, aucs, title)
+    plot_calibration(out_dir / CALIBRATION_FILENAME, y, curves, rows, title)
+    results: dict[str, SubsetMetrics] = {}
+    for name in rows:  # the table reads each subset's served row, then its baseline's
+        results[name] = per_curve[0][name]
+        results.update({f"{name}, {c.name}": r[name] for c, r in zip(curves[1:], per_curve[1:], strict=True)})
     (out_dir / SUMMARY_FILENAME).write_text(
         summary_markdown(title, results, extra, with_uauc=users is not None), encoding="utf-8"
     )
     return results
+
+
+def _auc_of(values: SubsetMetrics) -> float | None:
+    auc = values.get("auc")
+    return None if auc is None else float(auc)
 
 
 def subset_metrics(labels: np.ndarray, scores: np.ndarray, user_ids: np.ndarray | None) -> SubsetMetrics:
@@ -209,64 +229,3 @@ def _cell(value: float | int | None) -> str:
 def _escape(text: str) -> str:
     """A value with `|` or a newline would break the markdown table row."""
     return text.replace("|", "\\|").replace("\n", " ")
-
-
-def _plot_roc(
-    path: Path,
-    labels: np.ndarray,
-    scores: np.ndarray,
-    rows: Mapping[str, np.ndarray],
-    results: Mapping[str, SubsetMetrics],
-    title: str,
-) -> None:
-    fig, ax = plt.subplots(figsize=(5.5, 5))
-    try:
-        ax.plot([0, 1], [0, 1], linestyle=":", color="grey", label="chance")
-        for name, mask in rows.items():
-            auc = results[name]["auc"]
-            label = f"{name}: AUC {_cell(auc)} (n={int(mask.sum())})"
-            if auc is None:  # keep the subset in the legend so its absence is explained, not silent
-                ax.plot([], [], linestyle="", label=label)
-                continue
-            fpr, tpr, _ = roc_curve(labels[mask], scores[mask])
-            ax.plot(fpr, tpr, color=_COLORS[name], label=label)
-        _finish(ax, title, "false positive rate", "true positive rate")
-        fig.savefig(path, dpi=_DPI, bbox_inches="tight")
-    finally:
-        plt.close(fig)  # pyplot keeps every open figure alive otherwise
-
-
-def _plot_calibration(
-    path: Path, labels: np.ndarray, scores: np.ndarray, rows: Mapping[str, np.ndarray], title: str
-) -> None:
-    fig, ax = plt.subplots(figsize=(5.5, 5))
-    try:
-        ax.plot([0, 1], [0, 1], linestyle=":", color="grey", label="perfectly calibrated")
-        for name in ("warm", "cold"):
-            mask = rows[name]
-            if not mask.any():
-                ax.plot([], [], linestyle="", label=f"{name}: no rows")
-                continue
-            # Quantile bins hold equal counts, so sparse score ranges do not give noisy single-row bins;
-            # tied scores (codes give few distinct values) merge bins rather than split a tie.
-            observed, predicted = calibration_curve(
-                labels[mask], np.clip(scores[mask], 0.0, 1.0), n_bins=CALIBRATION_BINS, strategy="quantile"
-            )
-            ax.plot(
-                predicted, observed, marker="o", color=_COLORS[name], label=f"{name} (n={int(mask.sum())})"
-            )
-        _finish(ax, title, "mean predicted click probability", "observed click rate")
-        fig.savefig(path, dpi=_DPI, bbox_inches="tight")
-    finally:
-        plt.close(fig)
-
-
-def _finish(ax: Any, title: str, xlabel: str, ylabel: str) -> None:
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1)
-    ax.set_aspect("equal")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)

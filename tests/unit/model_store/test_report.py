@@ -79,6 +79,45 @@ def test_report_writes_three_files_with_the_sklearn_figures(tmp_path: Path) -> N
     assert results["warm"]["auc"] > results["cold"]["auc"]  # the generator's stronger warm signal shows
 
 
+def test_a_baseline_on_the_same_rows_is_tabled_beside_the_served_score(tmp_path: Path) -> None:
+    """`llm eval --report` passes the codes alone: each subset's row is followed by the baseline's."""
+    g = _generated(n=4000, users=300)
+    rng = np.random.default_rng(11)
+    codes = 1.0 / (1.0 + np.exp(-(rng.normal(0.0, 1.0, 4000) + 0.3 * (g["labels"] - 0.5))))
+    results = write_report(
+        tmp_path,
+        labels=g["labels"],
+        scores=g["scores"],
+        warm_mask=g["warm"],
+        user_ids=g["users"],
+        title="served vs codes",
+        score_name="served (blend)",
+        baseline=codes,
+        baseline_name="codes alone",
+    )
+    summary = (tmp_path / SUMMARY_FILENAME).read_text(encoding="utf-8")
+    table = [line.split("|")[1].strip() for line in summary.splitlines() if line.startswith("| ")]
+    assert table[1:7] == ["all", "all, codes alone", "warm", "warm, codes alone", "cold", "cold, codes alone"]
+    subsets = {"all": np.ones_like(g["warm"]), "warm": g["warm"], "cold": ~g["warm"]}
+    for name, mask in subsets.items():
+        expected = roc_auc_score(g["labels"][mask], codes[mask])
+        assert results[f"{name}, codes alone"]["auc"] == pytest.approx(expected)
+        assert _row(summary, f"{name}, codes alone")[3] == f"{expected:.4f}"
+        assert results[name]["auc"] == pytest.approx(roc_auc_score(g["labels"][mask], g["scores"][mask]))
+    assert results["all"]["auc"] > results["all, codes alone"]["auc"]  # the weaker generated codes show
+    for name in (ROC_FILENAME, CALIBRATION_FILENAME):
+        _assert_png(tmp_path / name)
+    with pytest.raises(ValueError, match="one length"):
+        write_report(
+            tmp_path / "bad",
+            labels=g["labels"],
+            scores=g["scores"],
+            warm_mask=g["warm"],
+            title="x",
+            baseline=codes[:-1],
+        )
+
+
 def test_single_class_and_empty_subsets_write_na(tmp_path: Path) -> None:
     g = _generated(seed=3, n=200)
     labels = np.where(g["warm"], g["labels"], 0)  # cold rows: no clicks at all
