@@ -14,8 +14,11 @@ Serving policy (`ServingPolicy`): candidates are admitted against a queue cap (`
 it); scoring must finish by the request's deadline; a backend with `chunk_candidates` set (the in-process
 model) is fed at most that many candidates per call, so a small request queued behind a large one waits for one
 chunk, not the whole request, and a request abandoned by its client (cancelled) stops at the next chunk.
-When the backend is down, erroring or late, the answer is the code-only score (`app/fallback.py`) marked
-`degraded`, unless the fallback is off: then 503 (unavailable), 502 (bad answer) or 504 (deadline).
+With the fallback on and a code score published, scoring is a cascade (`app/cascade.py`): the codes score
+every candidate, the LLM the best of them by code score that fit before the deadline, the rest keep their
+code score (`degraded: "llm_partial"`, `score_kind` per item). When the backend is down, erroring, or scores
+nothing in time, the answer is the code-only score (`app/fallback.py`) marked `degraded`, unless the fallback
+is off: then 503 (unavailable), 502 (bad answer) or 504 (deadline).
 
     python -c "from app.service import plan_prompts; help(plan_prompts)"
 """
