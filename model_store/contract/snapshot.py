@@ -20,20 +20,31 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from model_store.contract.fusion import CodeScore, ScoreFusion
-from model_store.contract.prompts import PromptStyle
+from model_store.contract.prompts import MAX_HISTORY_TITLES, PromptStyle
 
 DEFAULT_NAMESPACE = "binllm"
 MANIFEST_FILENAME = "binllm.json"
+
+
+MAX_TITLE_CHARS = (
+    300  # longer titles are cut: a prompt is sized by titles, and one huge value must not size it
+)
+
+
+def _last_history(values: list[str]) -> list[str]:
+    return values[-MAX_HISTORY_TITLES:]
 
 
 class UserEntry(BaseModel):
     """A user as the service sees it: the code (None if the encoder never saw the user) and history.
 
     The history is item ids, not titles: the titles already live in the item entries, so a user costs a
-    few bytes per history item instead of a title's length (`bench/publish_scale.py` measures it).
+    few bytes per history item instead of a title's length (`bench/publish_scale.py` measures it). Only the
+    last MAX_HISTORY_TITLES are kept, whatever a snapshot holds: the prompt shows no more, and a request
+    reads the items of the history kept, so a 200,000-id history costs no 200,000 reads.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -48,6 +59,8 @@ class UserEntry(BaseModel):
         "Still read (when `history` is empty), never written.",
     )
 
+    _bound_history = field_validator("history", "history_titles")(_last_history)
+
 
 class ItemEntry(BaseModel):
     """An item as the service sees it: the code (None for a cold item) and its title."""
@@ -55,7 +68,12 @@ class ItemEntry(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     code: int | None = None
-    title: str
+    title: str = Field(description=f"Cut to {MAX_TITLE_CHARS} characters when longer.")
+
+    @field_validator("title")
+    @classmethod
+    def _bound_title(cls, title: str) -> str:
+        return title[:MAX_TITLE_CHARS]
 
 
 class ModelManifest(BaseModel):

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
+from model_store.contract.prompts import MAX_HISTORY_TITLES
 from model_store.contract.snapshot import (
+    MAX_TITLE_CHARS,
     ItemEntry,
     UserEntry,
     cluster_seed_nodes,
@@ -60,3 +64,17 @@ def test_a_cluster_url_may_name_several_seed_nodes(
 def test_a_seed_node_without_a_port_is_refused_naming_it(url: str) -> None:
     with pytest.raises(ValueError, match="is not host:port"):
         cluster_seed_nodes(url)
+
+
+def test_a_stored_user_keeps_only_the_history_the_prompt_can_show() -> None:
+    """A 200,000-id history would make every request read 200,000 items; the prompt shows the last 10."""
+    user = UserEntry.model_validate_json(json.dumps({"code": 1, "history": [str(i) for i in range(200_000)]}))
+    assert user.history == [str(i) for i in range(200_000 - MAX_HISTORY_TITLES, 200_000)]
+    old = UserEntry(history_titles=[f"t{i}" for i in range(50)])
+    assert old.history_titles == [f"t{i}" for i in range(40, 50)]
+
+
+def test_a_stored_title_is_cut_to_a_bound() -> None:
+    item = ItemEntry.model_validate_json(json.dumps({"title": "x" * 1_000_000}))
+    assert len(item.title) == MAX_TITLE_CHARS
+    assert ItemEntry(title="Heat (1995)").title == "Heat (1995)"
