@@ -5,8 +5,8 @@ Layout (`model_store/contract/snapshot.py`): `{root}/ACTIVE` holds the active ve
 version is `{root}/{version}/` with `manifest.json`, `users.jsonl`, `items.jsonl`. A version is written into
 `{root}/.tmp-{version}-{pid}/`, fsynced, counted back, renamed to `{root}/{version}` (atomic on one file
 system), and only then is ACTIVE replaced with `os.replace` of a fsynced temp file: a reader sees either
-the old version or the new one, never half of either. A crash leaves at most a `.tmp-*` directory, which
-the next successful publish deletes.
+the old version or the new one, never half of either. A crash leaves at most a `.tmp-*` directory and a
+`.ACTIVE.<pid>.tmp` file, which the next successful publish deletes (the file only once its process is gone).
 
     python -c "from model_store.publish.directory import DirectoryPublisher as D; print(D('artifacts/demo/snapshot').versions())"
 """
@@ -35,6 +35,17 @@ from model_store.publish.snapshot import DEFAULT_KEEP, Snapshot, check_version_i
 logger = logging.getLogger(__name__)
 
 _TMP_PREFIX = ".tmp-"
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process with this id runs (on this host)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def _fsync_dir(path: Path) -> None:
@@ -203,3 +214,8 @@ class DirectoryPublisher:
         for path in self.root.glob(f"{_TMP_PREFIX}*"):
             shutil.rmtree(path, ignore_errors=True)
             logger.info("deleted leftover %s of an interrupted publish", path.name)
+        for path in self.root.glob(f".{ACTIVE_FILENAME}.*.tmp"):  # a switch killed before its rename
+            pid = path.name.split(".")[2]
+            if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+                path.unlink(missing_ok=True)
+                logger.info("deleted leftover %s of an interrupted publish", path.name)

@@ -55,6 +55,7 @@ class PublishLock:
         return bool(self._lock.locked())
 
     def __enter__(self) -> PublishLock:
+        self._check_scripting()
         try:
             acquired = self._lock.acquire(blocking=self.wait_s > 0)
         except redis.RedisError as exc:
@@ -69,6 +70,19 @@ class PublishLock:
             raise PublishError(f"another publisher holds {self.key}{expires}; run one publisher at a time")
         self._renewed_at = time.monotonic()
         return self
+
+    def _check_scripting(self) -> None:
+        """The lock renews and releases itself with Lua scripts: a Redis user without +@scripting would take
+        it, fail, and leave it blocking every publisher for `timeout_s`; refuse before taking it instead."""
+        try:
+            self.client.eval("return 1", 1, self.key)  # on the node that holds the lock key
+        except redis.exceptions.NoPermissionError as exc:
+            raise PublishError(
+                f"the Redis user may not run scripts, which the publish lock {self.key} needs to renew and "
+                f"release itself: grant +@scripting (ACL SETUSER <user> +@scripting): {exc}"
+            ) from exc
+        except redis.RedisError as exc:
+            raise PublishError(f"could not take the publish lock {self.key}: {exc}") from exc
 
     def renew(self, *, force: bool = False) -> None:
         """Reset the expiry (at most every third of it unless `force`); PublishError if the lock was lost."""

@@ -311,3 +311,17 @@ def test_demo_build_publishes_to_redis_once_and_skips_when_current(
     assert publisher.versions() == [first["redis_version"]]
     manifest = publisher.read_manifest(first["redis_version"])
     assert manifest is not None and manifest.n_users == 10 and manifest.code_version == "codes-demo"
+
+
+def test_a_redis_user_without_scripting_is_refused_before_the_lock_is_taken(
+    redis_server: str, client: redis.Redis
+) -> None:
+    """The lock renews and releases itself with Lua: without +@scripting a publish would take it, fail, and
+    leave it to block every publisher for its whole timeout."""
+    client.execute_command("ACL", "SETUSER", "nolua", "on", ">pw-nolua", "~*", "&*", "+@all", "-@scripting")
+    url = redis_server.replace("redis://", "redis://nolua:pw-nolua@")
+    publisher = RedisPublisher.from_url(url, namespace="nolua")
+    with pytest.raises(PublishError, match=r"\+@scripting"):
+        publisher.publish(make_snapshot("v1"))
+    assert client.exists("nolua:publish-lock") == 0
+    assert RedisPublisher.from_url(redis_server, namespace="nolua").publish(make_snapshot("v1")) == "v1"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -170,3 +172,16 @@ def test_keep_below_one_is_refused(tmp_path: Path) -> None:
     with pytest.raises(PublishError, match="at least 1"):
         DirectoryPublisher(tmp_path).publish(make_snapshot("v1"), keep=0)
     assert DirectoryPublisher(tmp_path).active_version() is None
+
+
+def test_a_switch_file_left_by_a_killed_publisher_is_removed_by_the_next_publish(tmp_path: Path) -> None:
+    """A publisher killed between writing `.ACTIVE.<pid>.tmp` and renaming it leaves the file; the next publish
+    deletes it, but never a live publisher's."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    leftover = tmp_path / f".{ACTIVE_FILENAME}.{dead.pid}.tmp"
+    live = tmp_path / f".{ACTIVE_FILENAME}.{os.getppid()}.tmp"
+    for path in (leftover, live):
+        path.write_text("v0\n")
+    DirectoryPublisher(tmp_path).publish(make_snapshot("v1"))
+    assert not leftover.exists() and live.exists()
