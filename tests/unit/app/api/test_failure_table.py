@@ -49,6 +49,7 @@ EXAMPLES: dict[str, list[tuple[bytes, dict[str, str], dict[str, Any]]]] = {
     "`BINLLM_API_KEYS` set": [
         (GOOD, JSON, {"api_keys": SecretStr("k-one")}),
         (GOOD, {**JSON, "authorization": "Bearer wrong"}, {"api_keys": SecretStr("k-one")}),
+        (b"{not json", JSON, {"api_keys": SecretStr("k-one")}),  # the key first: 401, not 422
     ],
 }
 
