@@ -50,27 +50,17 @@ class PrefixScorer(Protocol):
 
 
 def load_prompt_scorer(model_dir: Path, threads: int | None = None, dtype: str = "float32") -> PrefixScorer:
-    """Load a servable model directory into a PromptScorer (blocking; imports torch)."""
+    """Load a servable model directory into a PromptScorer (blocking; imports torch).
+
+    `PromptScorer.from_dir` is also what `binllm llm eval` loads, so the two score alike.
+    """
     import torch
 
-    from model_store.contract.snapshot import MANIFEST_FILENAME, ModelManifest
-    from model_store.llm.answer import AnswerTokens, find_answer_tokens
-    from model_store.llm.models import default_device, load_causal_lm, serving_dtype
     from model_store.llm.scorer import PromptScorer
 
     if threads is not None:
         torch.set_num_threads(threads)
-    device = default_device()
-    model, tokenizer = load_causal_lm(model_dir, dtype=serving_dtype(dtype, device), device=device)
-    manifest_path = model_dir / MANIFEST_FILENAME
-    if manifest_path.is_file():  # the tokens the model was tuned with, as the manifest records them
-        manifest = ModelManifest.model_validate_json(manifest_path.read_bytes())
-        answer = AnswerTokens(
-            manifest.yes_token, manifest.no_token, manifest.yes_token_id, manifest.no_token_id
-        )
-    else:
-        answer = find_answer_tokens(tokenizer)
-    scorer: PrefixScorer = PromptScorer(model, tokenizer, answer)
+    scorer: PrefixScorer = PromptScorer.from_dir(model_dir, dtype=dtype)
     return scorer
 
 

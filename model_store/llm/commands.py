@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import shlex
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, get_args
 
 import typer
 from pydantic import ValidationError
@@ -26,6 +26,8 @@ from model_store.metrics import WARM_MIN_TRAIN_ROWS
 
 if TYPE_CHECKING:
     from model_store.llm.evaluate import SplitScores
+
+SCORE_NAMES = {"blend": "blend", "p_yes": "P(Yes)"}  # `score` of the eval line -> legend words
 
 llm_app = typer.Typer(help="LLM: fetch SmolLM2, two-stage LoRA tuning, evaluation, export for vLLM.")
 
@@ -49,6 +51,29 @@ def _codes(codes: Path | None) -> CodeLookup | None:
     from model_store.llm.tune import load_codebook
 
     return load_codebook(str(codes))
+
+
+def _served_dtype(dtype: str | None) -> str:
+    """--dtype, or the embedded service's default (`BINLLM_LOCAL__DTYPE`'s), so eval scores as it serves.
+
+    The choices and the default are read from the service's settings, their one home.
+    """
+    from app.settings import LocalSettings
+
+    field = LocalSettings.model_fields["dtype"]
+    if dtype is None:
+        return str(field.default)
+    choices = get_args(field.annotation)
+    if dtype not in choices:
+        raise typer.BadParameter(f"{dtype!r} is not one of {', '.join(choices)}", param_hint="--dtype")
+    return dtype
+
+
+DTYPE_HELP = (
+    "Weights' dtype: 'auto' (bf16 on CUDA and on CPUs with AVX512-BF16/AMX, else fp32), 'float32' or "
+    "'bfloat16'; default: the embedded service's (BINLLM_LOCAL__DTYPE), so the scores are what /predict "
+    "returns."
+)
 
 
 def _style_override(
@@ -269,8 +294,11 @@ def eval_command(
         int | None, typer.Option("--max-samples", help="Seeded subsample of rows.")
     ] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
-    batch_size: Annotated[int, typer.Option("--batch-size")] = 32,
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", help="Candidates per pass (default: the service's).")
+    ] = None,
     device: Annotated[str | None, typer.Option("--device")] = None,
+    dtype: Annotated[str | None, typer.Option("--dtype", help=DTYPE_HELP)] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
     layout: Annotated[
         str | None, typer.Option("--layout", help="Override the prompt layout (a bare model has no card).")
@@ -319,6 +347,7 @@ def eval_command(
         seed=seed,
         batch_size=batch_size,
         device=device,
+        dtype=_served_dtype(dtype),
         progress=progress,
         style_override=_style_override(layout, code_mode, unknown_codes),
     )
@@ -339,7 +368,8 @@ def _write_eval_report(
     adapter: Path | None,
     codes: Path | None,
 ) -> None:
-    """`llm eval --report`: the served scores of the kept rows, warm by --train's rule or by `not_cold`."""
+    """`llm eval --report`: the served scores of the kept rows, warm by --train's rule or by `not_cold`,
+    beside the codes alone on the same rows when the codes can score (a codes directory)."""
     from model_store.metrics import describe_warm_rule
     from model_store.report import warm_rows, write_report
 
@@ -356,6 +386,9 @@ def _write_eval_report(
         warm_mask=warm,
         user_ids=data.uids,
         title=f"LLM ({metrics['score']}): {split.name}",
+        score_name=f"served: {SCORE_NAMES.get(metrics['score'], metrics['score'])}",
+        baseline=scored.codes_alone,
+        baseline_name="codes alone",
         extra={
             "split": str(split.resolve()),
             "model": str(model.resolve()),
@@ -363,6 +396,7 @@ def _write_eval_report(
             "codes": str(codes.resolve()) if codes is not None else "none",
             "code_version": metrics["code_version"],
             "with_codes": metrics["with_codes"],
+            "dtype (weights, as served)": metrics["dtype"],
             "n_cold (text-only prompts)": metrics["n_cold"],
             "warm rows": describe_warm_rule(str(train.resolve()) if train is not None else None),
         },
@@ -382,8 +416,11 @@ def blend_command(
         Path | None, typer.Option("--adapter", help="Also record the blend in this adapter's card (export).")
     ] = None,
     seed: Annotated[int, typer.Option("--seed")] = 0,
-    batch_size: Annotated[int, typer.Option("--batch-size")] = 32,
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", help="Candidates per pass (default: the service's).")
+    ] = None,
     device: Annotated[str | None, typer.Option("--device")] = None,
+    dtype: Annotated[str | None, typer.Option("--dtype", help=DTYPE_HELP)] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
     force: Annotated[
         bool, typer.Option("--force", help="Write the blend even from under 300 rows or rows of one class.")
@@ -412,6 +449,7 @@ def blend_command(
         seed=seed,
         batch_size=batch_size,
         device=device,
+        dtype=_served_dtype(dtype),
         progress=progress,
         use_fusion=False,
     )

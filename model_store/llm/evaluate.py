@@ -3,8 +3,17 @@
 The model is a servable directory (exported, with `binllm.json`), or any causal-LM directory plus an optional
 LoRA adapter from `binllm llm tune`. Prompts are built exactly as in tuning; a row whose user or item the
 codes have never seen gets the text-only wording (as the service does for cold requests) and is counted in
-`n_cold`, so a split the model and codes never saw is evaluated rather than refused. Scores come from the
-same `PromptScorer` the embedded service uses (BinLLM, Zhang et al., ACL 2024: AUC/UAUC protocol of CoLLM).
+`n_cold`, so a split the model and codes never saw is evaluated rather than refused (BinLLM, Zhang et al.,
+ACL 2024: AUC/UAUC protocol of CoLLM).
+
+Scores are what `/predict` returns for the same rows: the model is loaded as the embedded service loads it
+(`PromptScorer.from_dir`: weights in the dtype of `dtype`, the service's `BINLLM_LOCAL__DTYPE`, and the Yes/No
+tokens of `binllm.json`), each (user, history) prefix with its candidates goes through the service's
+`PromptScorer.score_groups`, and the manifest's blend is applied with the service's warm/cold rule. No autocast:
+tuning's validation scores under bf16 autocast (`trainer.autocast_for`) on CPUs with AVX512-BF16/AMX, which
+rounds every margin to bf16 (tying near-equal candidates of one user) over fp32 weights, a computation neither
+the fp32 nor the bf16 service runs. What is left apart is how rows are batched (the service batches concurrent
+requests), worth a float rounding: tests/unit/model_store/llm/test_eval_matches_service.py.
 
     binllm llm eval --model artifacts/llm/merged --codes artifacts/codes \\
         --split ../shared/data/ml-1m-collm/valid_small_ood2.jsonl.gz
@@ -12,22 +21,24 @@ same `PromptScorer` the embedded service uses (BinLLM, Zhang et al., ACL 2024: A
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import torch
 from peft import PeftModel
+from tqdm.auto import tqdm
 
 from model_store.contract.fusion import ScoreFusion
 from model_store.contract.prompts import PromptStyle
 from model_store.contract.snapshot import MANIFEST_FILENAME, ModelManifest
 from model_store.data.io import read_split
 from model_store.llm.dataset import CodeLookup, PromptSet, build_prompts
-from model_store.llm.models import load_causal_lm
-from model_store.llm.scorer import PromptScorer
-from model_store.llm.trainer import score_margins
+from model_store.llm.models import load_causal_lm, serving_dtype
+from model_store.llm.scorer import ROWS_PER_PREFIX_PASS, PromptScorer
 from model_store.llm.tune import read_adapter_card
 from model_store.metrics import evaluate_scores
 from model_store.paired_bootstrap import paired_bootstrap
@@ -55,12 +66,67 @@ def prompting_plan(model_dir: Path, adapter_dir: Path | None, codes: CodeLookup 
     return PromptingPlan(PromptStyle(), codes is not None, None)
 
 
-def load_scorer(model_dir: Path, adapter_dir: Path | None, device: str | None) -> PromptScorer:
-    """A scorer over the model, with the adapter merged in (plain weights score faster than LoRA layers)."""
-    model, tokenizer = load_causal_lm(model_dir, device=device)
-    if adapter_dir is not None:
-        model = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
+def load_scorer(
+    model_dir: Path, adapter_dir: Path | None, device: str | None, dtype: str = "float32"
+) -> PromptScorer:
+    """The service's scorer over the model; `dtype` is "auto", "float32" or "bfloat16" (`serving_dtype`).
+
+    A servable directory loads exactly as the embedded service loads it (`PromptScorer.from_dir`). An adapter
+    is merged into its base in fp32 first (plain weights score faster than LoRA layers), then cast.
+    """
+    if adapter_dir is None:
+        return PromptScorer.from_dir(model_dir, device=device, dtype=dtype)
+    model, tokenizer = load_causal_lm(model_dir, dtype=torch.float32, device=device)
+    model = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
+    device_type = next(model.parameters()).device.type
+    model.to(serving_dtype(dtype, device_type))
     return PromptScorer(model, tokenizer)
+
+
+def prefix_text_groups(data: PromptSet) -> tuple[list[tuple[str, list[str]]], list[list[int]]]:
+    """The rows as the service's (prefix, suffixes) groups, one per distinct user prefix, and their rows.
+
+    A (user, history) prefix with its candidates is what one `/predict` request renders for that user
+    (`app.service.plan_prompts`: one group per wording, the shared prefix rendered once).
+    """
+    rows_of: dict[str, list[int]] = {}
+    for row, prefix in enumerate(data.prefixes):
+        rows_of.setdefault(prefix, []).append(row)
+    groups = [
+        (prefix, [data.prompts[row][len(prefix) :] for row in rows]) for prefix, rows in rows_of.items()
+    ]
+    return groups, list(rows_of.values())
+
+
+def score_rows(
+    scorer: PromptScorer, data: PromptSet, *, batch_size: int | None = None, progress: bool = False
+) -> np.ndarray:
+    """[N] P(Yes) of every row of `data` through `scorer.score_groups`, the call the service makes.
+
+    Groups go in calls of about `ROWS_PER_PREFIX_PASS` rows (whole groups), one progress step each;
+    `batch_size` is the candidates per remainder pass (default: the service's).
+    """
+    groups, rows = prefix_text_groups(data)
+    p_yes = np.zeros(len(data), dtype=np.float64)  # [N]
+    options = {} if batch_size is None else {"batch_size": batch_size}
+    for call in tqdm(_calls([len(s) for _, s in groups]), desc="eval", disable=not progress, leave=False):
+        scored = scorer.score_groups([groups[index] for index in call], **options)
+        for index, scores in zip(call, scored, strict=True):
+            p_yes[rows[index]] = scores
+    return p_yes
+
+
+def _calls(sizes: Sequence[int], rows_per_call: int = ROWS_PER_PREFIX_PASS) -> list[range]:
+    """Consecutive runs of whole groups holding at most `rows_per_call` rows (a bigger group goes alone)."""
+    calls, start, rows = [], 0, 0
+    for index, size in enumerate(sizes):
+        if rows and rows + size > rows_per_call:
+            calls.append(range(start, index))
+            start, rows = index, 0
+        rows += size
+    if start < len(sizes):
+        calls.append(range(start, len(sizes)))
+    return calls
 
 
 @dataclass(frozen=True)
@@ -73,6 +139,7 @@ class SplitScores:
     warm: np.ndarray  # [N] bool: prompted with the user's and the item's own codes (the blend's warm weights)
     not_cold: np.ndarray | None  # [N] the split's not_cold column when it has one
     metrics: dict[str, Any]
+    codes_alone: np.ndarray | None = None  # [N] the codes' own click probability, when the codes can score
 
 
 def read_fusion(model_dir: Path, adapter_dir: Path | None) -> ScoreFusion | None:
@@ -166,8 +233,9 @@ def score_split(
     codes: CodeLookup | None = None,
     max_samples: int | None = None,
     seed: int = 0,
-    batch_size: int = 32,
+    batch_size: int | None = None,
     device: str | None = None,
+    dtype: str = "float32",
     progress: bool = True,
     use_fusion: bool = True,
     style_override: dict[str, Any] | None = None,
@@ -175,8 +243,9 @@ def score_split(
     """Score every (kept) row of a split exactly as the service would, prefixes shared across users.
 
     `max_samples` keeps whole (user, history) groups (see `build_prompts`), so a subsample still shares
-    prefixes. Metrics: auc/uauc/logloss/n of the served score, `warm`/`cold` by the split's `not_cold`
-    column, `p_yes` (the LLM alone) when a blend is served, n_cold, with_codes, code_version.
+    prefixes. `dtype` ("auto", "float32", "bfloat16") is the service's `BINLLM_LOCAL__DTYPE`. Metrics:
+    auc/uauc/logloss/n of the served score, `warm`/`cold` by the split's `not_cold` column, `p_yes` (the
+    LLM alone) when a blend is served, n_cold, with_codes, code_version, and `dtype`, the weights' dtype.
     """
     model_path = Path(model_dir)
     adapter_path = Path(adapter_dir) if adapter_dir is not None else None
@@ -190,11 +259,8 @@ def score_split(
         style_override=style_override,
     )
     plan, prompt_codes, table, data = prompted.plan, prompted.prompt_codes, prompted.table, prompted.data
-    scorer = load_scorer(model_path, adapter_path, device)
-    margins = score_margins(
-        scorer.model, scorer.tokenizer, data, scorer.answer_tokens, batch_size=batch_size, progress=progress
-    )
-    p_yes = 1.0 / (1.0 + np.exp(-margins.astype(np.float64)))  # [N]
+    scorer = load_scorer(model_path, adapter_path, device, dtype)
+    p_yes = score_rows(scorer, data, batch_size=batch_size, progress=progress)  # [N]
     warm = warm_rows(data, prompt_codes)
     fusion = read_fusion(model_path, adapter_path) if use_fusion else None
     score = blended_scores(fusion, p_yes, data, codes, warm) if fusion is not None else p_yes
@@ -211,6 +277,7 @@ def score_split(
             metrics["p_yes"]["warm"] = subset_metrics(data, p_yes, not_cold)
             metrics["p_yes"]["cold"] = subset_metrics(data, p_yes, ~not_cold)
     code_scores = getattr(codes, "score", None)
+    alone = None
     if code_scores is not None:  # the codes alone on the very same rows, for comparison
         alone = np.asarray(code_scores(np.asarray(data.uids), np.asarray(data.iids))[0])
         metrics["codes_only"] = dict(evaluate_scores(data.uids, data.labels, alone))
@@ -231,7 +298,8 @@ def score_split(
         and prompt_codes.version != plan.code_version
     ):
         metrics["warning"] = f"codes version {prompt_codes.version} != tuned with {plan.code_version}"
-    return SplitScores(data, p_yes, score, warm, not_cold, metrics)
+    metrics["dtype"] = str(next(scorer.model.parameters()).dtype).removeprefix("torch.")
+    return SplitScores(data, p_yes, score, warm, not_cold, metrics, alone)
 
 
 def against_codes(data: PromptSet, codes_alone: np.ndarray, served: np.ndarray) -> dict[str, Any]:

@@ -18,9 +18,10 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from model_store.contract.snapshot import MANIFEST_FILENAME, ModelManifest
 from model_store.llm.answer import AnswerTokens, find_answer_tokens, yes_no_margin
 from model_store.llm.grouped import batches_of_groups, make_group, ordered_margins
-from model_store.llm.models import load_causal_lm
+from model_store.llm.models import default_device, load_causal_lm, serving_dtype
 
 ROWS_PER_PREFIX_PASS = (
     512  # candidates whose users' prefixes run in one pass (their remainders run in chunks)
@@ -52,10 +53,26 @@ class PromptScorer:
         )
 
     @classmethod
-    def from_dir(cls, model_dir: str | Path, *, device: str | None = None) -> PromptScorer:
-        """A scorer over any HF causal-LM directory (e.g. a merged, exported BinLLM model)."""
-        model, tokenizer = load_causal_lm(model_dir, device=device)
-        return cls(model, tokenizer)
+    def from_dir(
+        cls, model_dir: str | Path, *, device: str | None = None, dtype: str | None = None
+    ) -> PromptScorer:
+        """A scorer over any HF causal-LM directory (e.g. a merged, exported BinLLM model), as the service loads it.
+
+        `dtype` ("auto", "float32", "bfloat16": `serving_dtype`) sets the weights' dtype; None keeps
+        `load_causal_lm`'s default. The Yes/No tokens are those `binllm.json` records, when the directory
+        has one (the tokens the model was tuned with), else the tokenizer's.
+        """
+        device = device or default_device()
+        weights = serving_dtype(dtype, device) if dtype is not None else None
+        model, tokenizer = load_causal_lm(model_dir, dtype=weights, device=device)
+        manifest_path = Path(model_dir) / MANIFEST_FILENAME
+        answer = None
+        if manifest_path.is_file():
+            manifest = ModelManifest.model_validate_json(manifest_path.read_bytes())
+            answer = AnswerTokens(
+                manifest.yes_token, manifest.no_token, manifest.yes_token_id, manifest.no_token_id
+            )
+        return cls(model, tokenizer, answer)
 
     @property
     def device(self) -> torch.device:

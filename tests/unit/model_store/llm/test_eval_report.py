@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from model_store.codes.codebook import CodeBook, write_codes
 from model_store.data.io import rows_to_table, write_split
 from model_store.llm.commands import llm_app
 from model_store.report import CALIBRATION_FILENAME, ROC_FILENAME, SUMMARY_FILENAME
@@ -62,3 +64,31 @@ def test_llm_eval_report_by_not_cold_and_by_train_rule(tiny_llama_dir: Path, tmp
     assert result.exit_code == 0, result.output
     summary = (tmp_path / "r2" / SUMMARY_FILENAME).read_text(encoding="utf-8")
     assert _row(summary, "warm")[1] == "4" and _row(summary, "cold")[1] == "8"
+
+
+def test_llm_eval_report_tables_the_codes_alone_beside_the_served_score(
+    tiny_llama_dir: Path, tmp_path: Path
+) -> None:
+    """With a codes directory, every subset's row is followed by the codes alone on the same rows."""
+    rng = np.random.default_rng(0)
+    book = CodeBook(
+        bits=32,
+        user_ids=np.array([1, 2, 7], dtype=np.int64),
+        user_codes=rng.integers(0, 2**32, 3).astype(np.uint64),
+        item_ids=np.array([10, 11, 12, 13], dtype=np.int64),
+        item_codes=rng.integers(0, 2**32, 4).astype(np.uint64),
+        unknown_user_code=0,
+        unknown_item_code=0,
+        scale=0.1,
+        bias=0.0,
+    )
+    write_codes(book, tmp_path / "codes")
+    split = _split(tmp_path / "valid.parquet", (1, 2, 7), (10, 11, 12, 13))
+    args = ["--model", str(tiny_llama_dir), "--split", str(split), "--codes", str(tmp_path / "codes")]
+    result = CliRunner().invoke(llm_app, ["eval", *args, "--no-progress", "--report", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.stdout.strip().splitlines()[-1])
+    summary = (tmp_path / "r" / SUMMARY_FILENAME).read_text(encoding="utf-8")
+    assert _row(summary, "all, codes alone")[1] == str(metrics["codes_only"]["n"]) == "12"
+    assert _row(summary, "warm, codes alone")[1] == "8" and _row(summary, "cold, codes alone")[1] == "4"
+    assert "LLM (p_yes)" in summary
