@@ -43,7 +43,14 @@ from model_store.contract.fusion import ScoreFusion
 from model_store.contract.snapshot import MANIFEST_FILENAME, ModelManifest
 from model_store.llm.answer import AnswerTokens, find_answer_tokens
 from model_store.llm.dataset import CodeLookup, PromptSet
-from model_store.llm.evaluate import SplitPrompts, blended_scores, read_fusion, split_prompts, warm_rows
+from model_store.llm.evaluate import (
+    SplitPrompts,
+    blended_scores,
+    calls_of,
+    read_fusion,
+    split_prompts,
+    warm_rows,
+)
 from model_store.llm.models import cpu_has_bf16, default_device, load_causal_lm
 from model_store.llm.scorer import PromptScorer
 from model_store.metrics import evaluate_scores
@@ -66,19 +73,6 @@ def text_groups(data: PromptSet) -> tuple[list[tuple[str, list[str]]], list[list
         (prefix, [data.prompts[row][len(prefix) :] for row in rows]) for prefix, rows in rows_of.items()
     ]
     return groups, list(rows_of.values())
-
-
-def calls_of(sizes: Sequence[int], rows_per_call: int) -> list[range]:
-    """Consecutive runs of whole groups holding at most `rows_per_call` rows (a bigger group goes alone)."""
-    calls, start, rows = [], 0, 0
-    for index, size in enumerate(sizes):
-        if rows and rows + size > rows_per_call:
-            calls.append(range(start, index))
-            start, rows = index, 0
-        rows += size
-    if start < len(sizes):
-        calls.append(range(start, len(sizes)))
-    return calls
 
 
 def answer_tokens(model_dir: Path, scorer_tokenizer: Any) -> AnswerTokens:

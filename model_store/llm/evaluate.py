@@ -109,14 +109,14 @@ def score_rows(
     groups, rows = prefix_text_groups(data)
     p_yes = np.zeros(len(data), dtype=np.float64)  # [N]
     options = {} if batch_size is None else {"batch_size": batch_size}
-    for call in tqdm(_calls([len(s) for _, s in groups]), desc="eval", disable=not progress, leave=False):
+    for call in tqdm(calls_of([len(s) for _, s in groups]), desc="eval", disable=not progress, leave=False):
         scored = scorer.score_groups([groups[index] for index in call], **options)
         for index, scores in zip(call, scored, strict=True):
             p_yes[rows[index]] = scores
     return p_yes
 
 
-def _calls(sizes: Sequence[int], rows_per_call: int = ROWS_PER_PREFIX_PASS) -> list[range]:
+def calls_of(sizes: Sequence[int], rows_per_call: int = ROWS_PER_PREFIX_PASS) -> list[range]:
     """Consecutive runs of whole groups holding at most `rows_per_call` rows (a bigger group goes alone)."""
     calls, start, rows = [], 0, 0
     for index, size in enumerate(sizes):
