@@ -47,6 +47,7 @@ from model_store.llm.evaluate import (
     SplitPrompts,
     blended_scores,
     calls_of,
+    prefix_text_groups,
     read_fusion,
     split_prompts,
     warm_rows,
@@ -62,17 +63,6 @@ DEFAULT_CODES = ROOT / "artifacts/demo/codes"  # the codes `make demo` publishes
 DEFAULT_SPLIT = ROOT.parent / "shared/data/ml-1m-collm/valid_ood2.jsonl.gz"
 TOLERANCE = 0.001  # the former bar: AUC and UAUC in bf16 within 0.001 of fp32 (kept as `within_0_001`)
 AUC_LOSS_BAR = 0.002  # bf16 is dropped only when its AUC interval shows a loss of at least this
-
-
-def text_groups(data: PromptSet) -> tuple[list[tuple[str, list[str]]], list[list[int]]]:
-    """The rows as the service's (prefix, suffixes) groups, one per distinct user prefix, and their row indices."""
-    rows_of: dict[str, list[int]] = {}
-    for row, prefix in enumerate(data.prefixes):
-        rows_of.setdefault(prefix, []).append(row)
-    groups = [
-        (prefix, [data.prompts[row][len(prefix) :] for row in rows]) for prefix, rows in rows_of.items()
-    ]
-    return groups, list(rows_of.values())
 
 
 def answer_tokens(model_dir: Path, scorer_tokenizer: Any) -> AnswerTokens:
@@ -92,7 +82,7 @@ def score_rows(
     """P(Yes) per row of `data` with the weights in `dtype`, and the seconds the scoring took (not the load)."""
     model, tokenizer = load_causal_lm(model_dir, dtype=dtype, device=device)
     scorer = PromptScorer(model, tokenizer, answer_tokens(model_dir, tokenizer))
-    groups, rows = text_groups(data)
+    groups, rows = prefix_text_groups(data)
     p_yes = np.zeros(len(data), dtype=np.float64)  # [N]
     scorer.score_groups([(groups[0][0], groups[0][1][:1])], batch_size=batch_size)  # warm-up, untimed
     started = time.perf_counter()
