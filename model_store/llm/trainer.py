@@ -207,7 +207,6 @@ class StageTrainer:
         self.pad_id = pad_token_id(tokenizer)
         self.labels = torch.tensor(train.labels, dtype=torch.float32)
         self.head = self._residual_head(code_score)
-        self.code_score = code_score
         self.groups = prefix_groups(tokenizer, train, share_prefixes=config.share_prefixes)
         self.valid_groups = prefix_groups(tokenizer, valid)
         self.trunk_layers = frozen_layers(model) if config.cache_trunk else 0
