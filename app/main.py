@@ -17,6 +17,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -35,6 +36,14 @@ from model_store.contract.snapshot import ModelManifest, split_cluster_url
 logger = logging.getLogger(__name__)
 
 
+def cluster_failover_s(settings: ServiceSettings) -> float:
+    """How long a Redis Cluster call retries across a failover: `redis_failover_s`, at most half of the
+    deadline, so that a request that waited out a failover still has time for the LLM."""
+    if settings.deadline_s is None:
+        return settings.redis_failover_s
+    return min(settings.redis_failover_s, settings.deadline_s / 2)
+
+
 def build_store(settings: ServiceSettings) -> CatalogStore:
     """The store `settings.store` names (not yet opened)."""
     if settings.store == "redis":
@@ -43,22 +52,20 @@ def build_store(settings: ServiceSettings) -> CatalogStore:
         assert settings.redis_url is not None  # guaranteed by ServiceSettings' validator
         assert settings.redis_max_connections is not None and settings.pool_wait_s is not None  # derived
         url = settings.redis_url.get_secret_value()
-        kind = RedisStore
+        common: dict[str, Any] = {
+            "namespace": settings.redis_namespace,
+            "item_cache_size": settings.item_cache_size,
+            "max_connections": settings.redis_max_connections,
+            "timeout_s": settings.redis_timeout_s,
+            "health_check_interval_s": settings.redis_health_check_s,
+            "pool_wait_s": settings.pool_wait_s,
+            "verify_max_keys": settings.redis_verify_max_keys,
+        }
         if settings.redis_cluster or split_cluster_url(url)[1]:
             from app.store.cluster import RedisClusterStore
 
-            kind = RedisClusterStore
-        return kind(
-            url,
-            namespace=settings.redis_namespace,
-            item_cache_size=settings.item_cache_size,
-            max_connections=settings.redis_max_connections,
-            timeout_s=settings.redis_timeout_s,
-            retries=settings.redis_retries,
-            health_check_interval_s=settings.redis_health_check_s,
-            pool_wait_s=settings.pool_wait_s,
-            verify_max_keys=settings.redis_verify_max_keys,
-        )
+            return RedisClusterStore(url, failover_s=cluster_failover_s(settings), **common)
+        return RedisStore(url, retries=settings.redis_retries, **common)
     from app.store.directory import DirectoryStore
 
     return DirectoryStore(settings.snapshot_dir)

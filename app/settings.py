@@ -179,8 +179,17 @@ class ServiceSettings(BaseSettings):
         default=2,
         ge=0,
         le=10,
-        description="Retries of a Redis call that failed on a dead connection (Redis restarted), each on a "
-        "fresh connection with exponential backoff; timeouts are not retried.",
+        description="Single Redis: retries of a call that failed on a dead connection (Redis restarted), each "
+        "on a fresh connection with exponential backoff; timeouts are not retried. A cluster retries for "
+        "redis_failover_s instead.",
+    )
+    redis_failover_s: float = Field(
+        default=6.0,
+        ge=0,
+        le=60,
+        description="Redis Cluster only: how long a call keeps retrying while a primary fails over (its "
+        "replica takes over after cluster-node-timeout plus an election), refreshing the slot table, with "
+        "exponential backoff capped at 0.5 s; only then 503. Kept below half of deadline_s. 0 = no retries.",
     )
     redis_health_check_s: float = Field(
         default=5.0,

@@ -10,9 +10,12 @@ node touched, in parallel. The entries read are all the loaded version's; if the
 pipeline names another version, the store loads that version's manifest and reads again, exactly as the
 single-node store does (`RedisStore.lookup`), so the reported version is always the one whose entries answer.
 
-The version switch the publisher makes is one write of one key (`model_store/publish/cluster.py`). On a
-primary's failover the client refreshes its slot table on the connection error and retries with backoff
-(`redis_cluster_retries`); a request that still fails answers 503, never a mixed version.
+The version switch the publisher makes is one write of one key (`model_store/publish/cluster.py`). When a
+primary dies its slots are out of reach until a replica is promoted (`cluster-node-timeout` plus an
+election: seconds). The client refreshes its slot table on each connection error and retries with backoff
+for `failover_s` (`BINLLM_REDIS_FAILOVER_S`), so a failover shows as a slower answer, not an error; a request
+that still fails answers 503, never a mixed version. A cluster with no node in reach fails at once (redis-py
+gives up when a refresh reaches no node), so an outage is not hidden behind the retries.
 
     BINLLM_STORE=redis BINLLM_REDIS_URL=redis+cluster://localhost:7000 uvicorn app.main:app
 """
@@ -43,6 +46,22 @@ from model_store.contract.snapshot import (
 
 logger = logging.getLogger(__name__)
 
+# Delays 0.1, 0.2, 0.4 s, then 0.5 s each: a promoted replica is found within half a second of its election.
+FAILOVER_BACKOFF_BASE_S = 0.05
+FAILOVER_BACKOFF_CAP_S = 0.5
+# A refresh asked for by an error runs at most this often (redis-py's default is 1 s, a second lost per failover).
+TOPOLOGY_REFRESH_MIN_INTERVAL_S = 0.25
+
+
+def retries_covering(backoff: ExponentialBackoff, seconds: float) -> int:
+    """The retries whose backoff delays add up to at least `seconds`: redis-py counts retries, an operator
+    thinks of how long a failover may take."""
+    waited, retries = 0.0, 0
+    while waited < seconds:
+        retries += 1
+        waited += backoff.compute(retries)
+    return retries
+
 
 class RedisClusterStore(RedisStore):
     """CatalogStore over redis.asyncio's `RedisCluster` (a pool per node, slot table refreshed on errors)."""
@@ -57,7 +76,7 @@ class RedisClusterStore(RedisStore):
         item_cache_size: int = 100_000,
         max_connections: int = 64,
         timeout_s: float = 1.0,
-        retries: int = 6,
+        failover_s: float = 6.0,
         health_check_interval_s: float = 5.0,
         pool_wait_s: float = 2.0,
         verify_max_keys: int = DEFAULT_VERIFY_MAX_KEYS,
@@ -68,16 +87,18 @@ class RedisClusterStore(RedisStore):
             item_cache_size=item_cache_size,
             max_connections=max_connections,
             timeout_s=timeout_s,
-            retries=retries,
+            retries=0,  # the cluster client's retry is sized by failover_s below
             health_check_interval_s=health_check_interval_s,
             pool_wait_s=pool_wait_s,
             verify_max_keys=verify_max_keys,
         )
+        self._failover_s = failover_s
 
     async def open(self) -> None:
         """Discover the cluster from any live seed node of the URL and try to load the active manifest;
         with the cluster out of reach it opens anyway (not ready) and discovers it on a later call."""
-        retry = Retry(ExponentialBackoff(cap=0.5, base=0.02), self._retries)
+        backoff = ExponentialBackoff(cap=FAILOVER_BACKOFF_CAP_S, base=FAILOVER_BACKOFF_BASE_S)
+        retry = Retry(backoff, retries_covering(backoff, self._failover_s))
         first, seeds = cluster_seed_nodes(self._url)
         self._client = RedisCluster.from_url(  # type: ignore[assignment]
             first,
@@ -89,6 +110,7 @@ class RedisClusterStore(RedisStore):
             health_check_interval=self._health_check_interval_s,
             retry=retry,
             retry_on_error=[RedisConnectionError, RedisTimeoutError],
+            topology_refresh_min_interval=TOPOLOGY_REFRESH_MIN_INTERVAL_S,
         )
         try:
             await self._load_active()

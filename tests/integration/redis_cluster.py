@@ -19,7 +19,7 @@ import redis
 from tests.integration.conftest import REDIS_SERVER, free_port, stop_process, wait_for_port
 
 REDIS_CLI = shutil.which("redis-cli")
-NODE_TIMEOUT_MS = 1000  # how long a silent primary has before its replica takes over
+NODE_TIMEOUT_MS = 1000  # default: how long a silent primary has before its replica takes over
 
 
 @dataclass
@@ -87,7 +87,7 @@ class ClusterHandle:
             time.sleep(0.1)
 
 
-def start_node(workdir: Path, port: int) -> subprocess.Popen[bytes]:
+def start_node(workdir: Path, port: int, node_timeout_ms: int = NODE_TIMEOUT_MS) -> subprocess.Popen[bytes]:
     """One cluster-enabled redis-server (no persistence, its own nodes.conf in `workdir`)."""
     workdir.mkdir(parents=True, exist_ok=True)
     args = [
@@ -97,7 +97,7 @@ def start_node(workdir: Path, port: int) -> subprocess.Popen[bytes]:
         "--cluster-enabled", "yes",
         "--cluster-port", str(free_port()),  # the bus port; the default, port + 10000, may be out of range
         "--cluster-config-file", str(workdir / "nodes.conf"),
-        "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
+        "--cluster-node-timeout", str(node_timeout_ms),
         "--save", "",
         "--appendonly", "no",
         "--dir", str(workdir),
@@ -110,7 +110,12 @@ def start_node(workdir: Path, port: int) -> subprocess.Popen[bytes]:
 
 @contextmanager
 def running_cluster(
-    workdir: Path, *, primaries: int = 3, replicas: int = 0, ports: list[int] | None = None
+    workdir: Path,
+    *,
+    primaries: int = 3,
+    replicas: int = 0,
+    ports: list[int] | None = None,
+    node_timeout_ms: int = NODE_TIMEOUT_MS,
 ) -> Iterator[ClusterHandle]:
     """Start `primaries * (1 + replicas)` nodes (on `ports`, default free ones) and join them into one
     cluster; stop them all after."""
@@ -118,7 +123,7 @@ def running_cluster(
     handle = ClusterHandle(ports=ports or [free_port() for _ in range(primaries * (1 + replicas))])
     try:
         for port in handle.ports:
-            handle.procs[port] = start_node(workdir / str(port), port)
+            handle.procs[port] = start_node(workdir / str(port), port, node_timeout_ms)
         nodes = [f"127.0.0.1:{port}" for port in handle.ports]
         create = [REDIS_CLI, "--cluster", "create", *nodes, "--cluster-replicas", str(replicas)]
         subprocess.run([*create, "--cluster-yes"], check=True, capture_output=True, timeout=60)
