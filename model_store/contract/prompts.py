@@ -10,6 +10,12 @@ title) is rendered first by `render_user_prefix`; the per-candidate rest comes f
 after tokenisation, a long shared token prefix: the main serving-speed lever (vLLM prefix caching, and the
 in-process scorer's shared key/value cache).
 
+Two encodings exist. `encoding="codes"` (BinLLM) writes each side's binary code as text. `encoding="embeddings"`
+(CoLLM, Zhang et al., TKDE 2025) writes a slot marker `<|emb:K|>` in the same place: the tokenizer wrapper
+(`model_store.llm.soft_tokens`) turns it into one soft token, the model's projector output for row K of the
+collaborative-embedding table that comes with the prompts (tuning: every user and item; serving: the
+request's user and candidates). The wording is the same; only what stands in for the code differs.
+
 Two layouts exist. `layout="paper"` is the papers' wording, where the question words follow the target
 title. `layout="serving"` (ours) moves every candidate-independent word before the candidate, so that each
 candidate adds only its title, its code and the answer cue (about 24 SmolLM2 tokens with hex codes, against
@@ -24,6 +30,7 @@ tokenizer we use encodes as one clean token; `answer_break="literal"` reproduces
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Literal
 
@@ -35,9 +42,11 @@ Domain = Literal["movie", "book"]
 AnswerBreak = Literal["newline", "literal"]
 Layout = Literal["paper", "serving"]
 UnknownCodes = Literal["text_only", "learned"]
+Encoding = Literal["codes", "embeddings"]
 
 MAX_HISTORY_TITLES = 10
 ANSWER_CUE = "#Answer:"
+SLOT_PATTERN = re.compile(r"<\|emb:(\d+)\|>")  # a soft token: row K of the prompts' embedding table
 
 _PLURAL: dict[str, str] = {"movie": "movies", "book": "books"}
 
@@ -57,6 +66,11 @@ class PromptStyle(BaseModel):
         default="paper",
         description="'paper': the papers' wording; 'serving': candidate-independent words first, "
         "so each candidate adds only title, code and answer cue.",
+    )
+    encoding: Encoding = Field(
+        default="codes",
+        description="'codes': each side's binary code as text (BinLLM); 'embeddings': one soft token per "
+        "side, its collaborative embedding projected into the LLM's token space (CoLLM).",
     )
     unknown_codes: UnknownCodes = Field(
         default="text_only",
@@ -78,6 +92,7 @@ class UserContext(BaseModel):
 
     history_titles: tuple[str, ...] = ()
     code: int | None = None
+    slot: int | None = Field(default=None, ge=0, description="Embedding-table row (encoding 'embeddings').")
 
 
 class CandidateItem(BaseModel):
@@ -87,6 +102,7 @@ class CandidateItem(BaseModel):
 
     title: str
     code: int | None = None
+    slot: int | None = Field(default=None, ge=0, description="Embedding-table row (encoding 'embeddings').")
 
 
 def format_history(titles: Sequence[str]) -> str:
@@ -107,9 +123,27 @@ def fill_unknown(code: int | None, unknown: int | None, style: PromptStyle) -> i
     return code
 
 
-def uses_codes(user: UserContext, item: CandidateItem) -> bool:
-    """BinLLM wording needs both codes; otherwise the text-only (cold-start) wording is used."""
+def uses_codes(user: UserContext, item: CandidateItem, style: PromptStyle | None = None) -> bool:
+    """BinLLM wording needs both codes (CoLLM's, both slots); otherwise the text-only (cold-start) wording."""
+    if style is not None and style.encoding == "embeddings":
+        return user.slot is not None and item.slot is not None
     return user.code is not None and item.code is not None
+
+
+def slot_marker(slot: int) -> str:
+    """The text that stands for one soft token: row `slot` of the prompts' embedding table."""
+    return f"<|emb:{slot}|>"
+
+
+def _feature(code: int | None, slot: int | None, style: PromptStyle, side: str) -> str:
+    """What stands in the prompt for one side's collaborative information: its code as text, or its slot."""
+    if style.encoding == "embeddings":
+        if slot is None:
+            raise ValueError(f"with_codes=True and encoding 'embeddings' need a {side} slot")
+        return slot_marker(slot)
+    if code is None:
+        raise ValueError(f"with_codes=True needs a {side} code")
+    return render_code(code, style.bits, style.code_mode)
 
 
 def _question_tail(style: PromptStyle) -> str:
@@ -121,13 +155,10 @@ def render_user_prefix(user: UserContext, style: PromptStyle, *, with_codes: boo
     plural = _PLURAL[style.domain]
     history = format_history(user.history_titles)
     head = f"#Question: A user has given high ratings to the following {plural}: {history}. "
-    if with_codes and user.code is None:
-        raise ValueError("with_codes=True needs a user code")
+    user_code = _feature(user.code, user.slot, style, "user") if with_codes else ""
     if style.layout == "serving":
-        return head + _serving_question(user, style, with_codes=with_codes)
+        return head + _serving_question(user_code, style)
     if with_codes:
-        assert user.code is not None
-        user_code = render_code(user.code, style.bits, style.code_mode)
         return (
             head + "Additionally, we have information about the user's preferences encoded in the feature "
             f"{user_code}. Using all available information, make a prediction about whether the user would "
@@ -138,12 +169,11 @@ def render_user_prefix(user: UserContext, style: PromptStyle, *, with_codes: boo
     )
 
 
-def _serving_question(user: UserContext, style: PromptStyle, *, with_codes: bool) -> str:
-    """The serving layout's question words: everything but the candidate, ending with a real newline."""
+def _serving_question(user_code: str, style: PromptStyle) -> str:
+    """The serving layout's question words (`user_code` is the user's feature text, "" for text-only):
+    everything but the candidate, ending with a real newline."""
     ask = 'Answer with "Yes" or "No".\n'
-    if with_codes:
-        assert user.code is not None
-        user_code = render_code(user.code, style.bits, style.code_mode)
+    if user_code:
         return (
             f"The user's preferences are encoded in the feature {user_code}. Using all available information, "
             f"predict whether the user would enjoy the {style.domain} below, given with its feature. {ask}"
@@ -153,11 +183,7 @@ def _serving_question(user: UserContext, style: PromptStyle, *, with_codes: bool
 
 def render_candidate_suffix(item: CandidateItem, style: PromptStyle, *, with_codes: bool) -> str:
     """The per-candidate rest of the prompt, ending with the answer cue."""
-    if with_codes and item.code is None:
-        raise ValueError("with_codes=True needs an item code")
-    item_code = (
-        render_code(item.code, style.bits, style.code_mode) if with_codes and item.code is not None else ""
-    )
+    item_code = _feature(item.code, item.slot, style, "item") if with_codes else ""
     if style.layout == "serving":
         feature = f" {item_code}" if with_codes else ""
         return f'"{item.title}"{feature}{style.break_text}{ANSWER_CUE}'
@@ -170,7 +196,7 @@ def render_prompt(
     user: UserContext, item: CandidateItem, style: PromptStyle, *, with_codes: bool | None = None
 ) -> str:
     """The whole prompt. `with_codes=None` picks BinLLM wording when both codes are known."""
-    codes = uses_codes(user, item) if with_codes is None else with_codes
+    codes = uses_codes(user, item, style) if with_codes is None else with_codes
     return render_user_prefix(user, style, with_codes=codes) + render_candidate_suffix(
         item, style, with_codes=codes
     )

@@ -47,6 +47,7 @@ from model_store.llm.grouped import (
 )
 from model_store.llm.models import cpu_has_bf16
 from model_store.llm.progress import ThroughputLog
+from model_store.llm.soft_tokens import encode_prompts
 from model_store.llm.trunk import TrunkStates, frozen_layers
 from model_store.llm.trunk_store import cached_trunk
 from model_store.llm.tune_config import TuneConfig
@@ -85,7 +86,7 @@ def prefix_groups(
     `share_prefixes=False` keeps the same groups (so the same batches) but runs every prompt whole: the
     reference that the shared path must match.
     """
-    token_ids = [list(ids) for ids in tokenizer(data.prompts)["input_ids"]]
+    token_ids = encode_prompts(tokenizer, data.prompts)
     groups = [make_group(token_ids, rows) for rows in group_rows(data.prefixes)]
     if share_prefixes:
         return groups

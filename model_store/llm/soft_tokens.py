@@ -1,0 +1,251 @@
+"""CoLLM's encoding: each side's collaborative embedding, projected into the LLM's token space, as one soft token.
+
+CoLLM (Zhang et al., TKDE 2025) maps a user's and an item's CF embedding through a small MLP (the projector)
+to one input embedding each, placed where BinLLM writes the codes. Here the prompt text marks that place with
+`<|emb:K|>` (`model_store.contract.prompts.slot_marker`), and `encode_prompts` turns each marker into the token
+id `-(K + 1)`: an id no tokenizer makes, which names row K of the embedding table that comes with the prompts.
+`SoftTokenEmbedding` replaces the model's input embedding: ids >= 0 are looked up as before, negative ids are
+`projector(table[K])`. Everything keyed on token ids (prefix grouping, the shared key/value cache, batching)
+works unchanged: a user's slot is one id shared by all of that user's prompts, like a code's digits.
+
+The CF embeddings are the BinMF encoder's own (`CollabFeatures.from_codes_dir`): tanh(W e + b), the 32
+continuous values whose signs are the codes. One CF model serves both encodings, so BinLLM and CoLLM compare
+on the same collaborative signal (the text carries its signs, the soft token its full values), and a snapshot
+stores 32 numbers per user and item. The unknown rows (index 0 of each encoder table, trained by id dropout)
+give cold users and items their learned embedding, as they give them their learned code.
+
+    python -c "from model_store.llm.soft_tokens import *; print(Projector(32, 576))"
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import PreTrainedTokenizerBase
+
+from model_store.contract.prompts import SLOT_PATTERN
+
+PROJECTOR_FILENAME = "projector.safetensors"
+HIDDEN_PER_INPUT = 10  # CoLLM's MLP: input width x 10 hidden units, ReLU, then the LLM's width
+
+
+def slot_token(slot: int) -> int:
+    """The token id of row `slot`'s soft token (negative: outside every vocabulary)."""
+    return -(slot + 1)
+
+
+def encode_prompts(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str]) -> list[list[int]]:
+    """Token ids of `texts` as the tokenizer makes them, each `<|emb:K|>` becoming the one id `slot_token(K)`.
+
+    The text between markers is tokenised piece by piece (special tokens with the first piece only), so a
+    marker never merges with its neighbours; texts without markers come out exactly as `tokenizer(texts)`.
+    """
+    if not any(SLOT_PATTERN.search(text) for text in texts):
+        return [list(ids) for ids in tokenizer(list(texts))["input_ids"]]
+    return [_encode_one(tokenizer, text) for text in texts]
+
+
+def _encode_one(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
+    ids: list[int] = []
+    start = 0
+    for match in SLOT_PATTERN.finditer(text):
+        ids += _piece(tokenizer, text[start : match.start()], first=start == 0)
+        ids.append(slot_token(int(match.group(1))))
+        start = match.end()
+    return ids + _piece(tokenizer, text[start:], first=start == 0)
+
+
+def _piece(tokenizer: PreTrainedTokenizerBase, text: str, *, first: bool) -> list[int]:
+    if not text and not first:
+        return []
+    return list(tokenizer(text, add_special_tokens=first)["input_ids"])
+
+
+class Projector(nn.Module):
+    """CoLLM's 2-layer MLP from a CF embedding [.., d_in] to an LLM input embedding [.., d_model]."""
+
+    def __init__(self, d_in: int, d_model: int, hidden: int | None = None) -> None:
+        super().__init__()
+        self.d_in, self.d_model = d_in, d_model
+        self.hidden = hidden or HIDDEN_PER_INPUT * d_in
+        self.mlp = nn.Sequential(nn.Linear(d_in, self.hidden), nn.ReLU(), nn.Linear(self.hidden, d_model))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.mlp(features)
+
+    def save(self, directory: Path) -> None:
+        """Write `projector.safetensors` (shape in its metadata) beside an adapter."""
+        directory.mkdir(parents=True, exist_ok=True)
+        tensors = {name: t.detach().cpu().contiguous() for name, t in self.state_dict().items()}
+        shape = {"d_in": self.d_in, "d_model": self.d_model, "hidden": self.hidden}
+        save_file(tensors, str(directory / PROJECTOR_FILENAME), metadata={"projector": json.dumps(shape)})
+
+    def load_weights(self, directory: Path) -> bool:
+        """Read weights saved by `save`, in place; False (weights untouched) when there are none."""
+        path = directory / PROJECTOR_FILENAME
+        if not path.is_file():
+            return False
+        self.load_state_dict(load_file(str(path)))
+        return True
+
+    @classmethod
+    def load(cls, directory: Path) -> Projector:
+        """A projector rebuilt from `save`'s file alone."""
+        path = directory / PROJECTOR_FILENAME
+        with safe_open(str(path), framework="pt") as handle:
+            shape = json.loads((handle.metadata() or {})["projector"])
+        projector = cls(shape["d_in"], shape["d_model"], shape["hidden"])
+        projector.load_weights(directory)
+        return projector
+
+
+def has_projector(directory: str | Path) -> bool:
+    """Whether a model or adapter directory holds a CoLLM projector."""
+    return (Path(directory) / PROJECTOR_FILENAME).is_file()
+
+
+class SoftTokenEmbedding(nn.Module):
+    """The model's input embedding with soft tokens: id >= 0 as before, id -(K+1) = projector(table[K])."""
+
+    table: torch.Tensor
+
+    def __init__(self, base: nn.Embedding, projector: Projector) -> None:
+        super().__init__()
+        self.base = base
+        self.projector = projector
+        self.register_buffer("table", torch.zeros(0, projector.d_in), persistent=False)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The token embedding matrix (tied output heads and Hugging Face helpers read it)."""
+        return self.base.weight
+
+    @property
+    def num_embeddings(self) -> int:
+        return self.base.num_embeddings
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        soft = ids < 0
+        out = self.base(ids.clamp(min=0))
+        if not bool(soft.any()):
+            return out
+        rows = -ids[soft] - 1
+        if int(rows.max()) >= self.table.shape[0]:
+            raise IndexError(
+                f"soft token row {int(rows.max())} is outside the table of {self.table.shape[0]}"
+            )
+        dtype = next(self.projector.parameters()).dtype
+        features = self.table[rows].to(device=out.device, dtype=dtype)
+        projected = self.projector(features).to(out.dtype)  # [n_soft, E]
+        return out.index_put(soft.nonzero(as_tuple=True), projected)
+
+
+def decoder_of(model: Any) -> Any:
+    """The module holding `embed_tokens` (a Llama-family decoder), through a peft wrapper if any."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return base.model
+
+
+def install_projector(model: Any, projector: Projector) -> SoftTokenEmbedding:
+    """Put `projector` in front of the model's input embedding (idempotent: a second call replaces it)."""
+    decoder = decoder_of(model)
+    embedding = decoder.embed_tokens
+    base = embedding.base if isinstance(embedding, SoftTokenEmbedding) else embedding
+    device = base.weight.device
+    wrapper = SoftTokenEmbedding(base, projector.to(device))
+    decoder.embed_tokens = wrapper
+    return wrapper
+
+
+def soft_embedding(model: Any) -> SoftTokenEmbedding | None:
+    """The installed soft-token embedding, or None for a codes-only model."""
+    embedding = decoder_of(model).embed_tokens
+    return embedding if isinstance(embedding, SoftTokenEmbedding) else None
+
+
+def remove_projector(model: Any) -> None:
+    """Restore the plain input embedding (before a merge and save: the projector is saved on its own)."""
+    decoder = decoder_of(model)
+    if isinstance(decoder.embed_tokens, SoftTokenEmbedding):
+        decoder.embed_tokens = decoder.embed_tokens.base
+
+
+@contextmanager
+def embedding_table(model: Any, table: torch.Tensor | None) -> Iterator[None]:
+    """The rows the soft tokens of the prompts scored inside read (None: leave the installed table)."""
+    embedding = soft_embedding(model)
+    if embedding is None or table is None:
+        yield
+        return
+    previous = embedding.table
+    embedding.table = table.to(embedding.base.weight.device)
+    try:
+        yield
+    finally:
+        embedding.table = previous
+
+
+@dataclass(frozen=True)
+class CollabFeatures:
+    """The BinMF encoder's pre-sign embeddings of every known user and item, and the two unknown rows.
+
+    `table` stacks user rows (row 0 = unknown user, then users in `user_ids` order) and item rows (the
+    unknown item, then `item_ids` order): the table tuning's soft tokens index (`user_slot`, `item_slot`).
+    """
+
+    user_ids: np.ndarray  # (U,) int64 sorted
+    item_ids: np.ndarray  # (I,) int64 sorted
+    table: torch.Tensor  # (1 + U + 1 + I, bits) float32
+
+    @classmethod
+    def from_codes_dir(cls, directory: str | Path) -> CollabFeatures:
+        """tanh(proj(embedding)) of every encoder row, keyed by the codebook's ids (same order as the codes)."""
+        from model_store.codes.codebook import load_codes
+        from model_store.codes.model import BinMF
+
+        book = load_codes(directory)
+        encoder = BinMF.load(directory)
+        with torch.no_grad():
+            users = torch.tanh(encoder.user_proj(encoder.user_embedding.weight))  # (1 + U, bits)
+            items = torch.tanh(encoder.item_proj(encoder.item_embedding.weight))  # (1 + I, bits)
+        if users.shape[0] != 1 + book.user_ids.size or items.shape[0] != 1 + book.item_ids.size:
+            raise ValueError(f"{directory}: the encoder's tables do not match its codebook's ids")
+        return cls(book.user_ids, book.item_ids, torch.cat([users, items]).float().contiguous())
+
+    @property
+    def width(self) -> int:
+        """Values per embedding (the code width)."""
+        return int(self.table.shape[1])
+
+    @property
+    def unknown_user_slot(self) -> int:
+        return 0
+
+    @property
+    def unknown_item_slot(self) -> int:
+        return 1 + int(self.user_ids.size)
+
+    def user_slot(self, uid: int) -> int | None:
+        """The table row of a known user, None for one the encoder never saw."""
+        position = _position(self.user_ids, uid)
+        return None if position is None else 1 + position
+
+    def item_slot(self, iid: int) -> int | None:
+        """The table row of a known item, None for one the encoder never saw."""
+        position = _position(self.item_ids, iid)
+        return None if position is None else self.unknown_item_slot + 1 + position
+
+
+def _position(ids: np.ndarray, wanted: int) -> int | None:
+    position = int(np.searchsorted(ids, wanted))
+    return position if position < ids.size and int(ids[position]) == wanted else None
