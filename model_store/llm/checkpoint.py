@@ -13,15 +13,22 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from peft import PeftModel, set_peft_model_state_dict
 from pydantic import BaseModel, Field
 from safetensors.torch import load_file
 
-from model_store.llm.fusion_head import FusionHead
+
+class Sidecar(Protocol):
+    """A module trained beside the LoRA and saved with it (the fusion head, the CoLLM projector)."""
+
+    def save(self, directory: Path) -> None: ...
+
+    def load(self, directory: Path) -> bool: ...
 
 CHECKPOINTS_DIRNAME = "checkpoints"
 STATE_FILENAME = "state.json"
@@ -77,17 +84,17 @@ def save_checkpoint(
     state: TrainState,
     *,
     keep: int,
-    head: FusionHead | None = None,
+    sidecars: Sequence[Sidecar] = (),
 ) -> Path:
-    """Write a checkpoint atomically and delete all but the newest `keep` (`head`: beside the adapter)."""
+    """Write a checkpoint atomically and delete all but the newest `keep` (`sidecars`: beside the adapter)."""
     root = checkpoints_dir(out_dir)
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{state.global_steps:08d}"
     tmp = root / f".{final.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(str(tmp / ADAPTER_DIRNAME))
-    if head is not None:
-        head.save(tmp / ADAPTER_DIRNAME)
+    for sidecar in sidecars:
+        sidecar.save(tmp / ADAPTER_DIRNAME)
     torch.save(
         {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / OPTIMIZER_FILENAME
     )

@@ -35,7 +35,9 @@ from transformers import PreTrainedTokenizerBase
 
 from model_store.contract.prompts import SLOT_PATTERN
 
-PROJECTOR_FILENAME = "projector.safetensors"
+# Beside an adapter, in a checkpoint and in an exported model; in a folder of its own, since vLLM loads every
+# *.safetensors file at the top of a model directory as the model's weights.
+PROJECTOR_PATH = Path("projector") / "model.safetensors"
 HIDDEN_PER_INPUT = 10  # CoLLM's MLP: input width x 10 hidden units, ReLU, then the LLM's width
 
 
@@ -84,34 +86,36 @@ class Projector(nn.Module):
         return self.mlp(features)
 
     def save(self, directory: Path) -> None:
-        """Write `projector.safetensors` (shape in its metadata) beside an adapter."""
-        directory.mkdir(parents=True, exist_ok=True)
+        """Write `PROJECTOR_PATH` (its shape in the file's metadata) under an adapter, checkpoint or model."""
+        path = Path(directory) / PROJECTOR_PATH
+        path.parent.mkdir(parents=True, exist_ok=True)
         tensors = {name: t.detach().cpu().contiguous() for name, t in self.state_dict().items()}
         shape = {"d_in": self.d_in, "d_model": self.d_model, "hidden": self.hidden}
-        save_file(tensors, str(directory / PROJECTOR_FILENAME), metadata={"projector": json.dumps(shape)})
+        save_file(tensors, str(path), metadata={"projector": json.dumps(shape)})
 
-    def load_weights(self, directory: Path) -> bool:
+    def load(self, directory: Path) -> bool:
         """Read weights saved by `save`, in place; False (weights untouched) when there are none."""
-        path = directory / PROJECTOR_FILENAME
+        path = Path(directory) / PROJECTOR_PATH
         if not path.is_file():
             return False
-        self.load_state_dict(load_file(str(path)))
+        device = next(self.parameters()).device
+        self.load_state_dict(load_file(str(path), device=str(device)))
         return True
 
     @classmethod
-    def load(cls, directory: Path) -> Projector:
+    def from_dir(cls, directory: str | Path) -> Projector:
         """A projector rebuilt from `save`'s file alone."""
-        path = directory / PROJECTOR_FILENAME
+        path = Path(directory) / PROJECTOR_PATH
         with safe_open(str(path), framework="pt") as handle:
             shape = json.loads((handle.metadata() or {})["projector"])
         projector = cls(shape["d_in"], shape["d_model"], shape["hidden"])
-        projector.load_weights(directory)
+        projector.load(Path(directory))
         return projector
 
 
 def has_projector(directory: str | Path) -> bool:
-    """Whether a model or adapter directory holds a CoLLM projector."""
-    return (Path(directory) / PROJECTOR_FILENAME).is_file()
+    """Whether an adapter, checkpoint or model directory holds a CoLLM projector."""
+    return (Path(directory) / PROJECTOR_PATH).is_file()
 
 
 class SoftTokenEmbedding(nn.Module):

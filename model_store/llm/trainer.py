@@ -29,6 +29,7 @@ from model_store.contract.fusion import CodeScore
 from model_store.llm.answer import AnswerTokens
 from model_store.llm.checkpoint import (
     ADAPTER_DIRNAME,
+    Sidecar,
     TrainState,
     load_adapter_weights,
     load_optimizer_state,
@@ -47,7 +48,7 @@ from model_store.llm.grouped import (
 )
 from model_store.llm.models import cpu_has_bf16
 from model_store.llm.progress import ThroughputLog
-from model_store.llm.soft_tokens import encode_prompts
+from model_store.llm.soft_tokens import encode_prompts, soft_embedding
 from model_store.llm.trunk import TrunkStates, frozen_layers
 from model_store.llm.trunk_store import cached_trunk
 from model_store.llm.tune_config import TuneConfig
@@ -208,9 +209,15 @@ class StageTrainer:
         self.pad_id = pad_token_id(tokenizer)
         self.labels = torch.tensor(train.labels, dtype=torch.float32)
         self.head = self._residual_head(code_score)
+        soft = soft_embedding(model)
+        # saved and restored with the adapter: the fusion head, and CoLLM's projector when it is trained
+        self.sidecars: list[Sidecar] = [self.head] if self.head is not None else []
+        if soft is not None:
+            self.sidecars.append(soft.projector)
         self.groups = prefix_groups(tokenizer, train, share_prefixes=config.share_prefixes)
         self.valid_groups = prefix_groups(tokenizer, valid)
-        self.trunk_layers = frozen_layers(model) if config.cache_trunk else 0
+        # a projector in front of layer 0 changes every layer's input: nothing below the LoRA is frozen then
+        self.trunk_layers = frozen_layers(model) if config.cache_trunk and soft is None else 0
         self._trunks: dict[str, TrunkStates] = {}
         total_steps = sum(
             math.ceil(len(self.epoch_batches(epoch)) / config.grad_accum) for epoch in range(config.epochs)
@@ -249,8 +256,8 @@ class StageTrainer:
         """Train from `state` to the end of the stage (or early stop); returns the finished state."""
         if optimizer_from is not None:
             load_optimizer_state(optimizer_from, self.optimizer, self.scheduler)
-            if self.head is not None:
-                self.head.load(optimizer_from / ADAPTER_DIRNAME)
+            for sidecar in self.sidecars:
+                sidecar.load(optimizer_from / ADAPTER_DIRNAME)
         torch.manual_seed(self.config.seed * 1_000_003 + self.stage * 7919 + state.global_steps)
         self.model.train()
         stopped = False
@@ -258,8 +265,8 @@ class StageTrainer:
             stopped = self._epoch(state)
         if self.best_dir.is_dir():
             load_adapter_weights(self.model, self.best_dir)
-            if self.head is not None:
-                self.head.load(self.best_dir)
+            for sidecar in self.sidecars:
+                sidecar.load(self.best_dir)
         state.stage_results[f"stage{self.stage}"] = {"best_auc": state.best_auc, "evals": state.evals}
         state.stage_done = True
         self._checkpoint(state)
@@ -392,8 +399,8 @@ class StageTrainer:
             state.best_auc = float(auc)
             state.bad_evals = 0
             self.model.save_pretrained(str(self.best_dir))
-            if self.head is not None:
-                self.head.save(self.best_dir)
+            for sidecar in self.sidecars:
+                sidecar.save(self.best_dir)
         else:
             state.bad_evals += 1
         against = (
@@ -414,7 +421,7 @@ class StageTrainer:
             self.scheduler,
             state,
             keep=self.config.keep_checkpoints,
-            head=self.head,
+            sidecars=self.sidecars,
         )
 
 

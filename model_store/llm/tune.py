@@ -38,6 +38,7 @@ from model_store.llm.dataset import CodeLookup, build_prompts, style_for
 from model_store.llm.distributed import SINGLE, Ranks, barrier, rank_device, setup, teardown
 from model_store.llm.fusion_head import FusionHead
 from model_store.llm.models import default_device, load_causal_lm
+from model_store.llm.soft_tokens import CollabFeatures, Projector, install_projector, soft_embedding
 from model_store.llm.trainer import StageTrainer
 from model_store.llm.tune_config import ADAPTER_CARD_FILENAME, AdapterCard, TuneConfig
 
@@ -123,7 +124,9 @@ def load_codebook(codes_dir: str) -> CodeLookup:
     return codebook
 
 
-def tune(config: TuneConfig, *, codes: CodeLookup | None = None) -> AdapterCard:
+def tune(
+    config: TuneConfig, *, codes: CodeLookup | None = None, features: CollabFeatures | None = None
+) -> AdapterCard:
     """Run the configured stages; returns the card of the final adapter (also written to disk).
 
     Under `torchrun --nproc_per_node N` the N ranks tune one adapter data-parallel (`distributed.py`); rank 0
@@ -135,7 +138,7 @@ def tune(config: TuneConfig, *, codes: CodeLookup | None = None) -> AdapterCard:
     if not ranks.main:
         config = config.model_copy(update={"out_dir": str(main_out / f".rank{ranks.rank}")})
     try:
-        card = _tune(config, codes, rank_device(device_name, ranks), ranks, main_out)
+        card = _tune(config, codes, rank_device(device_name, ranks), ranks, main_out, features)
         barrier(ranks)
         if ranks.main:
             for scratch in main_out.glob(".rank[0-9]*"):
@@ -151,10 +154,15 @@ def _tune(
     device_name: str,
     ranks: Ranks = SINGLE,
     main_out: Path | None = None,
+    features: CollabFeatures | None = None,
 ) -> AdapterCard:
     out_dir = Path(config.out_dir)
     if codes is None and config.codes is not None:
         codes = load_codebook(config.codes)
+    soft = config.prompt_style.encoding == "embeddings" and 2 in config.stages
+    if soft and features is None:
+        assert config.codes is not None  # stage 2 needs --codes (TuneConfig)
+        features = CollabFeatures.from_codes_dir(config.codes)
     if codes is not None and config.code_version is None:
         config = config.model_copy(update={"code_version": codes.version})
     style = style_for(codes, config.prompt_style)
@@ -173,6 +181,9 @@ def _tune(
     train_table, valid_table = read_split(config.train), read_split(config.valid)
     state, optimizer_from = resume_point(config, model, main_out)
     head = resumed_head(config, state, main_out)
+    if soft:
+        assert features is not None
+        attach_projector(model, features, config, main_out)
     while state.stage_index < len(config.stages):
         stage = config.stages[state.stage_index]
         stage_codes = codes if stage == 2 else None
@@ -185,12 +196,17 @@ def _tune(
                 seed=config.seed,
                 sample_groups=config.share_prefixes,
                 unknown_item_share=hidden if stage_codes is not None else 0.0,
+                features=features if stage_codes is not None else None,
             )
             for table, limit, hidden in (
                 (train_table, config.max_train_samples, config.unknown_item_share),
                 (valid_table, config.max_valid_samples, 0.0),
             )
         )
+        if soft and stage == 2 and not config.train_lora_with_projector:
+            for name, parameter in model.named_parameters():
+                if "lora_" in name:
+                    parameter.requires_grad_(False)  # CoLLM's stage 2: the projector alone learns
         trainer = StageTrainer(config, model, tokenizer, answer, stage, train, valid, ranks, code_score)
         state = trainer.run(state, optimizer_from)
         head = trainer.head or head
@@ -198,6 +214,20 @@ def _tune(
         optimizer_from = None
         state = state.next_stage()
     return finish(config, model, state, world=ranks.world, fusion=fusion_of(head, code_score, config))
+
+
+def attach_projector(
+    model: PeftModel, features: CollabFeatures, config: TuneConfig, main_out: Path | None
+) -> Projector:
+    """CoLLM's projector in front of the input embedding, reading `features`' table: seeded fresh, or the
+    newest checkpoint's when resuming (a finished run finished again ships the trained one)."""
+    torch.manual_seed(config.seed + 1)
+    projector = Projector(features.width, int(model.config.hidden_size))
+    checkpoints = list_checkpoints(main_out or Path(config.out_dir)) if config.resume else []
+    if checkpoints:
+        projector.load(checkpoints[-1] / "adapter")
+    install_projector(model, projector).table = features.table
+    return projector
 
 
 def scored_codes(codes: CodeLookup | None) -> CodeScore:
@@ -259,6 +289,9 @@ def finish(
     final_dir = out_dir / FINAL_ADAPTER_DIRNAME
     shutil.rmtree(final_dir, ignore_errors=True)
     model.save_pretrained(str(final_dir))
+    soft = soft_embedding(model)
+    if soft is not None:
+        soft.projector.save(final_dir)
     last_stage = config.stages[-1]
     best = state.stage_results.get(f"stage{last_stage}", {})
     card = AdapterCard(

@@ -72,6 +72,11 @@ class TuneConfig(BaseModel):
         default_factory=lambda: PromptStyle(layout="serving", code_mode="hex"),
         description="Prompt wording; default: serving layout with hex codes.",
     )
+    train_lora_with_projector: bool = Field(
+        default=False,
+        description="Stage 2 of the 'embeddings' encoding (CoLLM): train the LoRA with the projector. False = "
+        "the LoRA keeps its stage-1 weights and only the projector trains (CoLLM's recipe).",
+    )
     seed: int = 0
     unknown_item_share: float = Field(
         default=0.0,

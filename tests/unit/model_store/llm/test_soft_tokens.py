@@ -150,7 +150,7 @@ def test_projector_round_trips_through_its_file(tmp_path):
     torch.manual_seed(2)
     projector = Projector(4, 8)
     projector.save(tmp_path)
-    again = Projector.load(tmp_path)
+    again = Projector.from_dir(tmp_path)
     x = torch.randn(3, 4)
     torch.testing.assert_close(again(x), projector(x))
     assert (again.d_in, again.d_model, again.hidden) == (4, 8, 40)

@@ -1,0 +1,76 @@
+"""CoLLM tuning (`--encoding embeddings`): stage 2 trains the projector that turns each side's CF embedding into
+one soft token. The rule (odd item ids click) is in the item embedding's first value only, so the tuned model
+can only rank valid rows if the soft token carries it into the LLM."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from model_store.llm.soft_tokens import PROJECTOR_PATH, CollabFeatures, Projector
+from model_store.llm.tune import tune
+from tests.unit.model_store.llm.test_tune import RuleCodes, _adapter_weights, _config, _splits
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+STYLE = {"layout": "serving", "code_mode": "hex", "encoding": "embeddings"}
+
+
+def rule_features(item_ids: list[int], width: int = 8) -> CollabFeatures:
+    """Users 0..4 and `item_ids`; an item's first value is +1 for odd ids, -1 for even, the rest noise."""
+    rng = np.random.default_rng(0)
+    items = sorted(set(item_ids))
+    users = rng.normal(0, 0.3, (1 + 5, width))
+    table_items = rng.normal(0, 0.3, (1 + len(items), width))
+    table_items[1:, 0] = [1.0 if iid % 2 else -1.0 for iid in items]
+    table_items[0, 0] = 0.0
+    table = torch.tensor(np.concatenate([users, table_items]), dtype=torch.float32)
+    return CollabFeatures(np.arange(5), np.asarray(items, dtype=np.int64), table)
+
+
+def _features() -> CollabFeatures:
+    return rule_features([*range(96), *range(10_000, 10_032)])
+
+
+def _collm_config(tiny_llama_dir, tmp_path, **overrides: object):
+    train, valid = _splits(tmp_path, title_rule=False, n_train=96)
+    values: dict[str, object] = {
+        "stages": (2,), "codes": "x", "epochs": 3, "lr": 1e-2, "lora_dropout": 0.0, "precision": "fp32",
+        "prompt_style": STYLE, **overrides,
+    }  # fmt: skip
+    return _config(tiny_llama_dir, train, valid, tmp_path / "out", **values)
+
+
+def test_the_projector_alone_learns_what_the_item_embedding_says(tiny_llama_dir, tmp_path):
+    config = _collm_config(tiny_llama_dir, tmp_path)
+    card = tune(config, codes=RuleCodes(), features=_features())
+    adapter = tmp_path / "out" / "adapter"
+    assert card.prompt_style.encoding == "embeddings"
+    assert (adapter / PROJECTOR_PATH).is_file()
+    lora_b = [w for name, w in _adapter_weights(adapter).items() if "lora_B" in name]
+    assert lora_b and all(float(w.abs().max()) == 0.0 for w in lora_b)  # the LoRA stayed frozen (B = 0)
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    evals = metrics["stages"]["stage2"]["evals"]
+    assert evals[-1]["auc"] > 0.9, evals  # valid items were never seen in training: the embedding told it
+    projector = Projector.from_dir(adapter)
+    assert projector.d_in == 8 and projector.d_model == 64
+
+
+def test_training_the_lora_with_the_projector_moves_the_lora(tiny_llama_dir, tmp_path):
+    config = _collm_config(tiny_llama_dir, tmp_path, train_lora_with_projector=True, epochs=1)
+    tune(config, codes=RuleCodes(), features=_features())
+    lora_b = [w for name, w in _adapter_weights(tmp_path / "out" / "adapter").items() if "lora_B" in name]
+    assert any(float(w.abs().max()) > 0.0 for w in lora_b)
+
+
+def test_a_resumed_run_restores_the_projector_it_checkpointed(tiny_llama_dir, tmp_path):
+    config = _collm_config(tiny_llama_dir, tmp_path, epochs=1)
+    tune(config, codes=RuleCodes(), features=_features())
+    first = Projector.from_dir(tmp_path / "out" / "adapter")
+    tune(config.model_copy(update={"resume": True}), codes=RuleCodes(), features=_features())
+    again = Projector.from_dir(tmp_path / "out" / "adapter")
+    for a, b in zip(first.state_dict().values(), again.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b)
