@@ -30,6 +30,7 @@ class Sidecar(Protocol):
 
     def load(self, directory: Path) -> bool: ...
 
+
 CHECKPOINTS_DIRNAME = "checkpoints"
 STATE_FILENAME = "state.json"
 OPTIMIZER_FILENAME = "optimizer.pt"

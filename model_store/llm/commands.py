@@ -26,6 +26,7 @@ from model_store.metrics import WARM_MIN_TRAIN_ROWS
 
 if TYPE_CHECKING:
     from model_store.llm.evaluate import SplitScores
+    from model_store.llm.soft_tokens import CollabFeatures
 
 SCORE_NAMES = {"blend": "blend", "p_yes": "P(Yes)"}  # `score` of the eval line -> legend words
 
@@ -51,6 +52,15 @@ def _codes(codes: Path | None) -> CodeLookup | None:
     from model_store.llm.tune import load_codebook
 
     return load_codebook(str(codes))
+
+
+def _features(codes: Path | None) -> CollabFeatures | None:
+    """The CF embeddings of a codes directory (what a CoLLM model's soft tokens read), None without one."""
+    if codes is None or not (codes / "encoder.safetensors").is_file():
+        return None
+    from model_store.llm.soft_tokens import CollabFeatures
+
+    return CollabFeatures.from_codes_dir(codes)
 
 
 def _served_dtype(dtype: str | None) -> str:
@@ -172,6 +182,21 @@ def tune_command(
         float | None,
         typer.Option("--unknown-item-share", help="Stage 2 train rows shown the unknown item code."),
     ] = None,
+    encoding: Annotated[
+        str | None,
+        typer.Option(
+            "--encoding",
+            help="'codes' (BinLLM: codes as text) or 'embeddings' (CoLLM: the codes directory's CF embeddings "
+            "through a trained projector, one soft token per side).",
+        ),
+    ] = None,
+    train_lora_with_projector: Annotated[
+        bool | None,
+        typer.Option(
+            "--train-lora-with-projector/--freeze-lora-with-projector",
+            help="--encoding embeddings, stage 2: train the LoRA too (default: the projector alone, CoLLM).",
+        ),
+    ] = None,
     init_adapter: Annotated[
         Path | None,
         typer.Option("--init-adapter", help="Start from this adapter's LoRA weights (same LoRA shape)."),
@@ -227,6 +252,7 @@ def tune_command(
         "answer_break": answer_break,
         "domain": domain,
         "unknown_codes": unknown_codes,
+        "encoding": encoding,
     }
     options = {
         "stages": tuple(int(stage) for stage in _csv(stages)) if stages is not None else None,
@@ -248,6 +274,7 @@ def tune_command(
         "share_prefixes": share_prefixes,
         "cache_trunk": cache_trunk,
         "unknown_item_share": unknown_item_share,
+        "train_lora_with_projector": train_lora_with_projector,
         "init_adapter": str(init_adapter) if init_adapter is not None else None,
         "objective": objective,
         "llm_weight_init": llm_weight_init,
@@ -350,6 +377,7 @@ def eval_command(
         dtype=_served_dtype(dtype),
         progress=progress,
         style_override=_style_override(layout, code_mode, unknown_codes),
+        features=_features(codes),
     )
     if report is not None:
         _write_eval_report(
@@ -452,6 +480,7 @@ def blend_command(
         dtype=_served_dtype(dtype),
         progress=progress,
         use_fusion=False,
+        features=_features(codes),
     )
     refuse_small_fit(len(scores.data), {int(label) for label in scores.data.labels}, force=force)
     fusion = fit_fusion(scores, book, fitted_on=f"{split.name} ({len(scores.data)} rows)")

@@ -38,7 +38,8 @@ from model_store.contract.snapshot import MANIFEST_FILENAME, ModelManifest
 from model_store.data.io import read_split
 from model_store.llm.dataset import CodeLookup, PromptSet, build_prompts
 from model_store.llm.models import load_causal_lm, serving_dtype
-from model_store.llm.scorer import ROWS_PER_PREFIX_PASS, PromptScorer
+from model_store.llm.scorer import BATCH_SIZE, ROWS_PER_PREFIX_PASS, PromptScorer
+from model_store.llm.soft_tokens import CollabFeatures, Projector, has_projector, install_projector
 from model_store.llm.tune import read_adapter_card
 from model_store.metrics import evaluate_scores
 from model_store.paired_bootstrap import paired_bootstrap
@@ -80,6 +81,8 @@ def load_scorer(
     model = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
     device_type = next(model.parameters()).device.type
     model.to(serving_dtype(dtype, device_type))
+    if has_projector(adapter_dir):
+        install_projector(model, Projector.from_dir(adapter_dir))
     return PromptScorer(model, tokenizer)
 
 
@@ -99,18 +102,24 @@ def prefix_text_groups(data: PromptSet) -> tuple[list[tuple[str, list[str]]], li
 
 
 def score_rows(
-    scorer: PromptScorer, data: PromptSet, *, batch_size: int | None = None, progress: bool = False
+    scorer: PromptScorer,
+    data: PromptSet,
+    *,
+    batch_size: int | None = None,
+    progress: bool = False,
+    table: torch.Tensor | None = None,
 ) -> np.ndarray:
     """[N] P(Yes) of every row of `data` through `scorer.score_groups`, the call the service makes.
 
     Groups go in calls of about `ROWS_PER_PREFIX_PASS` rows (whole groups), one progress step each;
-    `batch_size` is the candidates per remainder pass (default: the service's).
+    `batch_size` is the candidates per remainder pass (default: the service's); `table` is the CF embedding
+    table the prompts' soft-token slots name (CoLLM).
     """
     groups, rows = prefix_text_groups(data)
     p_yes = np.zeros(len(data), dtype=np.float64)  # [N]
-    options = {} if batch_size is None else {"batch_size": batch_size}
+    size = BATCH_SIZE if batch_size is None else batch_size
     for call in tqdm(calls_of([len(s) for _, s in groups]), desc="eval", disable=not progress, leave=False):
-        scored = scorer.score_groups([groups[index] for index in call], **options)
+        scored = scorer.score_groups([groups[index] for index in call], batch_size=size, table=table)
         for index, scores in zip(call, scored, strict=True):
             p_yes[rows[index]] = scores
     return p_yes
@@ -200,6 +209,7 @@ class SplitPrompts:
     prompt_codes: CodeLookup | None  # the codes the prompts carry: None for a text-only model
     table: pa.Table  # the whole split as read
     data: PromptSet  # the kept rows' prompts, in file order
+    soft_table: torch.Tensor | None = None  # the CF embeddings the soft-token slots name (CoLLM models)
 
 
 def split_prompts(
@@ -211,18 +221,32 @@ def split_prompts(
     max_samples: int | None = None,
     seed: int = 0,
     style_override: dict[str, Any] | None = None,
+    features: CollabFeatures | None = None,
 ) -> SplitPrompts:
-    """Prompts of a split in the model's style; `max_samples` keeps whole (user, history) groups, seeded."""
+    """Prompts of a split in the model's style; `max_samples` keeps whole (user, history) groups, seeded.
+    A CoLLM model (encoding 'embeddings') needs `features`, the codes directory's CF embeddings."""
     plan = prompting_plan(model_dir, adapter_dir, codes)
     prompt_codes = codes if plan.with_codes else None
     style = plan.style.model_copy(update=style_override or {})
     if prompt_codes is not None and prompt_codes.bits != style.bits:
         raise ValueError(f"codes have {prompt_codes.bits} bits but the model was tuned on {style.bits}")
+    soft = features if prompt_codes is not None and style.encoding == "embeddings" else None
+    if prompt_codes is not None and style.encoding == "embeddings" and soft is None:
+        raise ValueError(
+            "a CoLLM model (encoding 'embeddings') needs the CF embeddings of its codes directory"
+        )
     table = read_split(split)
     data = build_prompts(
-        table, codes=prompt_codes, style=style, max_samples=max_samples, seed=seed, sample_groups=True
+        table,
+        codes=prompt_codes,
+        style=style,
+        max_samples=max_samples,
+        seed=seed,
+        sample_groups=True,
+        features=soft,
     )
-    return SplitPrompts(replace(plan, style=style), prompt_codes, table, data)
+    soft_table = soft.table if soft is not None else None
+    return SplitPrompts(replace(plan, style=style), prompt_codes, table, data, soft_table)
 
 
 def score_split(
@@ -239,6 +263,7 @@ def score_split(
     progress: bool = True,
     use_fusion: bool = True,
     style_override: dict[str, Any] | None = None,
+    features: CollabFeatures | None = None,
 ) -> SplitScores:
     """Score every (kept) row of a split exactly as the service would, prefixes shared across users.
 
@@ -257,10 +282,13 @@ def score_split(
         max_samples=max_samples,
         seed=seed,
         style_override=style_override,
+        features=features,
     )
     plan, prompt_codes, table, data = prompted.plan, prompted.prompt_codes, prompted.table, prompted.data
     scorer = load_scorer(model_path, adapter_path, device, dtype)
-    p_yes = score_rows(scorer, data, batch_size=batch_size, progress=progress)  # [N]
+    p_yes = score_rows(
+        scorer, data, batch_size=batch_size, progress=progress, table=prompted.soft_table
+    )  # [N]
     warm = warm_rows(data, prompt_codes)
     fusion = read_fusion(model_path, adapter_path) if use_fusion else None
     score = blended_scores(fusion, p_yes, data, codes, warm) if fusion is not None else p_yes

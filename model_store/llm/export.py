@@ -32,6 +32,7 @@ from model_store.contract.vllm_command import serve_argv
 from model_store.errors import BinllmJobError
 from model_store.llm.answer import find_answer_tokens
 from model_store.llm.models import load_causal_lm, smollm2_cache_dir
+from model_store.llm.soft_tokens import Projector, has_projector
 from model_store.llm.tune import read_adapter_card
 
 VERSION_HEX_CHARS = 16
@@ -47,10 +48,11 @@ def merge_adapter(
 
 
 def weights_digest(model_dir: Path) -> str:
-    """A content hash of every safetensors file: the model version (same weights -> same version)."""
+    """A content hash of every safetensors file (a CoLLM projector's too): the model version (same weights ->
+    same version)."""
     digest = hashlib.sha256()
-    for path in sorted(model_dir.glob("*.safetensors")):
-        digest.update(path.name.encode())
+    for path in sorted(model_dir.rglob("*.safetensors"), key=lambda p: p.relative_to(model_dir).as_posix()):
+        digest.update(path.relative_to(model_dir).as_posix().encode())
         with path.open("rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
@@ -68,8 +70,10 @@ def write_servable(
     metrics: dict[str, Any],
     base_model: str | None,
     fusion: ScoreFusion | None = None,
+    projector: Projector | None = None,
 ) -> ModelManifest:
-    """Save weights, tokenizer and manifest into a temporary sibling, then move it into place.
+    """Save weights, tokenizer (and a CoLLM projector) and manifest into a temporary sibling, then move it
+    into place.
 
     A reader (the service, a vLLM pod) therefore never sees a directory with weights but no manifest.
     """
@@ -80,6 +84,8 @@ def write_servable(
     try:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
+        if projector is not None:
+            projector.save(tmp)
         manifest = ModelManifest(
             model_version=weights_digest(tmp),
             prompt_style=prompt_style,
@@ -117,6 +123,7 @@ def export_merged(
     if base_dir is None and not (base / "config.json").is_file():
         base = smollm2_cache_dir()  # a card written on another machine names that machine's path
     model, tokenizer = merge_adapter(base, adapter)
+    projector = Projector.from_dir(adapter) if has_projector(adapter) else None
     return write_servable(
         model,
         tokenizer,
@@ -127,6 +134,7 @@ def export_merged(
         metrics={**(card.metrics if card else {}), **(metrics or {})},
         base_model=str(base),
         fusion=card.fusion if card else None,
+        projector=projector,
     )
 
 

@@ -22,7 +22,15 @@ from model_store.contract.snapshot import MANIFEST_FILENAME, ModelManifest
 from model_store.llm.answer import AnswerTokens, find_answer_tokens, yes_no_margin
 from model_store.llm.grouped import batches_of_groups, make_group, ordered_margins
 from model_store.llm.models import default_device, load_causal_lm, serving_dtype
+from model_store.llm.soft_tokens import (
+    Projector,
+    embedding_table,
+    encode_prompts,
+    has_projector,
+    install_projector,
+)
 
+BATCH_SIZE = 16  # candidates per remainder pass: the embedded service's, and eval's
 ROWS_PER_PREFIX_PASS = (
     512  # candidates whose users' prefixes run in one pass (their remainders run in chunks)
 )
@@ -72,6 +80,8 @@ class PromptScorer:
             answer = AnswerTokens(
                 manifest.yes_token, manifest.no_token, manifest.yes_token_id, manifest.no_token_id
             )
+        if has_projector(model_dir):  # a CoLLM model: soft tokens read the table each call passes
+            install_projector(model, Projector.from_dir(model_dir))
         return cls(model, tokenizer, answer)
 
     @property
@@ -80,26 +90,30 @@ class PromptScorer:
         return next(self.model.parameters()).device
 
     def _tokenize(self, texts: Sequence[str]) -> list[list[int]]:
-        return [list(ids) for ids in self.tokenizer(list(texts))["input_ids"]]
+        return encode_prompts(self.tokenizer, texts)
 
     @torch.inference_mode()
-    def score_prompts(self, prompts: Sequence[str], batch_size: int = 16) -> list[float]:
+    def score_prompts(
+        self, prompts: Sequence[str], batch_size: int = BATCH_SIZE, table: torch.Tensor | None = None
+    ) -> list[float]:
         """P(Yes) per prompt, batched; equals scoring each prompt alone (to float rounding).
 
         Rows are left-padded so every prompt ends at position -1, with an attention mask hiding the pads and
         position ids counting from each row's first real token (so RoPE sees the same positions as unpadded).
         Prompts are batched in length order to keep padding small; results come back in input order.
+        `table` holds the CF embeddings the prompts' `<|emb:K|>` slots name (CoLLM models only).
         """
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         token_ids = self._tokenize(prompts)
         order = sorted(range(len(token_ids)), key=lambda index: len(token_ids[index]))
         scores = [0.0] * len(token_ids)
-        for start in range(0, len(order), batch_size):
-            chunk = order[start : start + batch_size]
-            margins = self._last_token_margins([token_ids[index] for index in chunk])  # [B]
-            for index, score in zip(chunk, torch.sigmoid(margins).tolist(), strict=True):
-                scores[index] = score
+        with embedding_table(self.model, table):
+            for start in range(0, len(order), batch_size):
+                chunk = order[start : start + batch_size]
+                margins = self._last_token_margins([token_ids[index] for index in chunk])  # [B]
+                for index, score in zip(chunk, torch.sigmoid(margins).tolist(), strict=True):
+                    scores[index] = score
         return scores
 
     def _last_token_margins(self, rows: Sequence[Sequence[int]]) -> torch.Tensor:
@@ -121,13 +135,22 @@ class PromptScorer:
         return yes_no_margin(logits[:, -1, :], self.answer_tokens).cpu()  # [B]
 
     @torch.inference_mode()
-    def score_with_prefix(self, prefix: str, suffixes: Sequence[str], batch_size: int = 16) -> list[float]:
+    def score_with_prefix(
+        self,
+        prefix: str,
+        suffixes: Sequence[str],
+        batch_size: int = BATCH_SIZE,
+        table: torch.Tensor | None = None,
+    ) -> list[float]:
         """P(Yes) of `prefix + suffix` for each suffix, running the shared tokens once (one user's request)."""
-        return self.score_groups([(prefix, suffixes)], batch_size=batch_size)[0]
+        return self.score_groups([(prefix, suffixes)], batch_size=batch_size, table=table)[0]
 
     @torch.inference_mode()
     def score_groups(
-        self, groups: Sequence[tuple[str, Sequence[str]]], batch_size: int = 16
+        self,
+        groups: Sequence[tuple[str, Sequence[str]]],
+        batch_size: int = BATCH_SIZE,
+        table: torch.Tensor | None = None,
     ) -> list[list[float]]:
         """P(Yes) of `prefix + suffix` for every (prefix, suffixes) group: many users in few forward passes.
 
@@ -137,7 +160,7 @@ class PromptScorer:
         up to `ROWS_PER_PREFIX_PASS` candidates run once, in one left-padded pass; then their candidates run
         `batch_size` at a time, shortest first, rows of several users mixed (`grouped.shared_pass`). Small
         chunks keep the per-row cache copies in CPU cache (on 2 cores, 100 candidates ran 1.7x faster in
-        chunks of 16 than in one padded batch of 100).
+        chunks of 16 than in one padded batch of 100). `table`: as in `score_prompts`.
         """
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
@@ -151,10 +174,11 @@ class PromptScorer:
             start += len(suffixes)
         prefix_groups = [make_group(token_ids, rows) for rows in members if len(rows)]
         scores = torch.zeros(len(prompts))  # [N]
-        for batch in batches_of_groups(prefix_groups, ROWS_PER_PREFIX_PASS):
-            margins, rows = ordered_margins(
-                self.model, batch, self.answer_tokens, self.pad_id, rest_chunk=batch_size
-            )  # [B], [B]
-            scores[rows] = torch.sigmoid(margins.float().cpu())
+        with embedding_table(self.model, table):
+            for batch in batches_of_groups(prefix_groups, ROWS_PER_PREFIX_PASS):
+                margins, rows = ordered_margins(
+                    self.model, batch, self.answer_tokens, self.pad_id, rest_chunk=batch_size
+                )  # [B], [B]
+                scores[rows] = torch.sigmoid(margins.float().cpu())
         flat = scores.tolist()
         return [[flat[row] for row in rows] for rows in members]

@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 import torch
 
+from model_store.llm.evaluate import evaluate_split
+from model_store.llm.export import export_merged
 from model_store.llm.soft_tokens import PROJECTOR_PATH, CollabFeatures, Projector
 from model_store.llm.tune import tune
 from tests.unit.model_store.llm.test_tune import RuleCodes, _adapter_weights, _config, _splits
@@ -74,3 +76,18 @@ def test_a_resumed_run_restores_the_projector_it_checkpointed(tiny_llama_dir, tm
     again = Projector.from_dir(tmp_path / "out" / "adapter")
     for a, b in zip(first.state_dict().values(), again.state_dict().values(), strict=True):
         torch.testing.assert_close(a, b)
+
+
+def test_the_exported_model_scores_the_split_as_its_best_validation_did(tiny_llama_dir, tmp_path):
+    config = _collm_config(tiny_llama_dir, tmp_path)
+    tune(config, codes=RuleCodes(), features=_features())
+    merged = tmp_path / "merged"
+    manifest = export_merged(tmp_path / "out" / "adapter", merged, base_dir=tiny_llama_dir)
+    assert manifest.prompt_style.encoding == "embeddings" and (merged / PROJECTOR_PATH).is_file()
+    metrics = evaluate_split(
+        merged, config.valid, codes=RuleCodes(), features=_features(), dtype="float32", progress=False
+    )
+    best = json.loads((tmp_path / "out" / "metrics.json").read_text())["stages"]["stage2"]["best_auc"]
+    assert metrics["auc"] == pytest.approx(best, abs=1e-3) and metrics["auc"] > 0.9
+    with pytest.raises(ValueError, match="CF embeddings"):
+        evaluate_split(merged, config.valid, codes=RuleCodes(), dtype="float32", progress=False)
