@@ -11,10 +11,12 @@ after tokenisation, a long shared token prefix: the main serving-speed lever (vL
 in-process scorer's shared key/value cache).
 
 Two encodings exist. `encoding="codes"` (BinLLM) writes each side's binary code as text. `encoding="embeddings"`
-(CoLLM, Zhang et al., TKDE 2025) writes a slot marker `<|emb:K|>` in the same place: the tokenizer wrapper
-(`model_store.llm.soft_tokens`) turns it into one soft token, the model's projector output for row K of the
-collaborative-embedding table that comes with the prompts (tuning: every user and item; serving: the
-request's user and candidates). The wording is the same; only what stands in for the code differs.
+(CoLLM, Zhang et al., TKDE 2025) writes the side's collaborative embedding in the same place, as a marker
+`<|emb:PACKED|>` (`pack_embedding`: its values as little-endian float16, base64url): the tokenizer wrapper
+(`model_store.llm.soft_tokens`) turns each marker into one soft token, the model's projector applied to those
+values. The prompt text stays the whole input, as with codes: tuning, eval and every serving path read the
+same text, and the snapshot stores each embedding already packed. The wording is the same; only what stands
+in for the code differs.
 
 Two layouts exist. `layout="paper"` is the papers' wording, where the question words follow the target
 title. `layout="serving"` (ours) moves every candidate-independent word before the candidate, so that each
@@ -30,14 +32,17 @@ tokenizer we use encodes as one clean token; `answer_break="literal"` reproduces
 
 from __future__ import annotations
 
+import base64
 import re
+import struct
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from model_store.contract.bincode import DEFAULT_BITS, CodeMode, render_code
 
+T = TypeVar("T")
 Domain = Literal["movie", "book"]
 AnswerBreak = Literal["newline", "literal"]
 Layout = Literal["paper", "serving"]
@@ -46,7 +51,7 @@ Encoding = Literal["codes", "embeddings"]
 
 MAX_HISTORY_TITLES = 10
 ANSWER_CUE = "#Answer:"
-SLOT_PATTERN = re.compile(r"<\|emb:(\d+)\|>")  # a soft token: row K of the prompts' embedding table
+EMBEDDING_PATTERN = re.compile(r"<\|emb:([A-Za-z0-9_-]+)\|>")  # one soft token: a packed CF embedding
 
 _PLURAL: dict[str, str] = {"movie": "movies", "book": "books"}
 
@@ -92,7 +97,7 @@ class UserContext(BaseModel):
 
     history_titles: tuple[str, ...] = ()
     code: int | None = None
-    slot: int | None = Field(default=None, ge=0, description="Embedding-table row (encoding 'embeddings').")
+    embedding: str | None = Field(default=None, description="Packed CF embedding (encoding 'embeddings').")
 
 
 class CandidateItem(BaseModel):
@@ -102,7 +107,7 @@ class CandidateItem(BaseModel):
 
     title: str
     code: int | None = None
-    slot: int | None = Field(default=None, ge=0, description="Embedding-table row (encoding 'embeddings').")
+    embedding: str | None = Field(default=None, description="Packed CF embedding (encoding 'embeddings').")
 
 
 def format_history(titles: Sequence[str]) -> str:
@@ -111,8 +116,9 @@ def format_history(titles: Sequence[str]) -> str:
     return ", ".join(f'"{title}"' for title in kept)
 
 
-def fill_unknown(code: int | None, unknown: int | None, style: PromptStyle) -> int | None:
-    """The code a prompt writes for one side: its own, or, when the style says 'learned', the unknown code.
+def fill_unknown(code: T | None, unknown: T | None, style: PromptStyle) -> T | None:
+    """The code (or packed embedding) a prompt writes for one side: its own, or, when the style says
+    'learned', the unknown one.
 
     Why: the train split of ML-1M has no cold items, and a cold row in text-only wording loses the user's
     code too; the codes model scores such rows with its learned unknown code (trained by id dropout), and
@@ -124,23 +130,41 @@ def fill_unknown(code: int | None, unknown: int | None, style: PromptStyle) -> i
 
 
 def uses_codes(user: UserContext, item: CandidateItem, style: PromptStyle | None = None) -> bool:
-    """BinLLM wording needs both codes (CoLLM's, both slots); otherwise the text-only (cold-start) wording."""
+    """BinLLM wording needs both codes (CoLLM's, both embeddings); otherwise the text-only (cold-start) one."""
     if style is not None and style.encoding == "embeddings":
-        return user.slot is not None and item.slot is not None
+        return user.embedding is not None and item.embedding is not None
     return user.code is not None and item.code is not None
 
 
-def slot_marker(slot: int) -> str:
-    """The text that stands for one soft token: row `slot` of the prompts' embedding table."""
-    return f"<|emb:{slot}|>"
+def pack_embedding(values: Sequence[float]) -> str:
+    """A CF embedding as prompt and snapshot text: little-endian float16, base64url without padding (32
+    values: 86 characters); float16 keeps about 3 significant digits, plenty for tanh outputs in (-1, 1)."""
+    return base64.urlsafe_b64encode(struct.pack(f"<{len(values)}e", *values)).decode("ascii").rstrip("=")
 
 
-def _feature(code: int | None, slot: int | None, style: PromptStyle, side: str) -> str:
-    """What stands in the prompt for one side's collaborative information: its code as text, or its slot."""
+def unpack_embedding(packed: str) -> list[float]:
+    """The values of `pack_embedding`'s text (ValueError when it is not one)."""
+    try:
+        raw = base64.urlsafe_b64decode(packed + "=" * (-len(packed) % 4))
+    except (ValueError, TypeError) as exc:
+        raise ValueError(f"not a packed embedding: {packed[:20]!r}") from exc
+    if not raw or len(raw) % 2:
+        raise ValueError(f"not a packed embedding: {packed[:20]!r} ({len(raw)} bytes)")
+    return list(struct.unpack(f"<{len(raw) // 2}e", raw))
+
+
+def embedding_marker(packed: str) -> str:
+    """The text that stands for one soft token: the marker around a packed embedding."""
+    return f"<|emb:{packed}|>"
+
+
+def _feature(code: int | None, embedding: str | None, style: PromptStyle, side: str) -> str:
+    """What stands in the prompt for one side's collaborative information: its code as text, or the marker
+    of its embedding."""
     if style.encoding == "embeddings":
-        if slot is None:
-            raise ValueError(f"with_codes=True and encoding 'embeddings' need a {side} slot")
-        return slot_marker(slot)
+        if embedding is None:
+            raise ValueError(f"with_codes=True and encoding 'embeddings' need a {side} embedding")
+        return embedding_marker(embedding)
     if code is None:
         raise ValueError(f"with_codes=True needs a {side} code")
     return render_code(code, style.bits, style.code_mode)
@@ -155,7 +179,7 @@ def render_user_prefix(user: UserContext, style: PromptStyle, *, with_codes: boo
     plural = _PLURAL[style.domain]
     history = format_history(user.history_titles)
     head = f"#Question: A user has given high ratings to the following {plural}: {history}. "
-    user_code = _feature(user.code, user.slot, style, "user") if with_codes else ""
+    user_code = _feature(user.code, user.embedding, style, "user") if with_codes else ""
     if style.layout == "serving":
         return head + _serving_question(user_code, style)
     if with_codes:
@@ -183,7 +207,7 @@ def _serving_question(user_code: str, style: PromptStyle) -> str:
 
 def render_candidate_suffix(item: CandidateItem, style: PromptStyle, *, with_codes: bool) -> str:
     """The per-candidate rest of the prompt, ending with the answer cue."""
-    item_code = _feature(item.code, item.slot, style, "item") if with_codes else ""
+    item_code = _feature(item.code, item.embedding, style, "item") if with_codes else ""
     if style.layout == "serving":
         feature = f" {item_code}" if with_codes else ""
         return f'"{item.title}"{feature}{style.break_text}{ANSWER_CUE}'

@@ -31,18 +31,19 @@ from model_store.contract.prompts import (
 )
 
 
-class SlotLookup(Protocol):
-    """What the prompt builder needs for CoLLM's soft tokens (`model_store.llm.soft_tokens.CollabFeatures`)."""
+class EmbeddingLookup(Protocol):
+    """What the prompt builder needs for CoLLM's soft tokens (`model_store.llm.soft_tokens.CollabFeatures`):
+    packed CF embeddings (`model_store.contract.prompts.pack_embedding`)."""
 
     @property
-    def unknown_user_slot(self) -> int: ...
+    def unknown_user_embedding(self) -> str: ...
 
     @property
-    def unknown_item_slot(self) -> int: ...
+    def unknown_item_embedding(self) -> str: ...
 
-    def user_slot(self, uid: int) -> int | None: ...
+    def user_embedding(self, uid: int) -> str | None: ...
 
-    def item_slot(self, iid: int) -> int | None: ...
+    def item_embedding(self, iid: int) -> str | None: ...
 
 
 class CodeLookup(Protocol):
@@ -142,7 +143,7 @@ def build_prompts(
     seed: int = 0,
     sample_groups: bool = False,
     unknown_item_share: float = 0.0,
-    features: SlotLookup | None = None,
+    features: EmbeddingLookup | None = None,
 ) -> PromptSet:
     """Render every (kept) row of a split as a prompt: with codes where `codes` knows both ids, else text-only.
 
@@ -150,15 +151,15 @@ def build_prompts(
     `sample_groups=True` subsamples whole (user, history) groups (`subsample_by_group`) instead of rows.
     `unknown_item_share` > 0 (style `unknown_codes="learned"` only) writes the unknown item code for that
     seeded share of rows, so tuning sees the code every cold item gets online. The style's encoding
-    'embeddings' (CoLLM) needs `features` from the same codes directory: each side's soft-token slot is written
-    where its code would be, and a side without a code gets its unknown slot or the text-only wording alike.
+    'embeddings' (CoLLM) needs `features` from the same codes directory: each side's embedding is written where
+    its code would be, and a side without a code gets the unknown embedding or the text-only wording alike.
     """
     style = style_for(codes, style)
     if unknown_item_share and style.unknown_codes != "learned":
         raise ValueError("unknown_item_share needs the prompt style's unknown_codes='learned'")
     if codes is not None and style.encoding == "embeddings" and features is None:
         raise ValueError("encoding 'embeddings' needs the codes directory's features (CollabFeatures)")
-    slots = features if codes is not None and style.encoding == "embeddings" else None
+    embeds = features if codes is not None and style.encoding == "embeddings" else None
     if sample_groups and max_samples is not None:
         heads = table.select(["uid", "his_title"]).to_pydict()
         keys = [
@@ -180,21 +181,23 @@ def build_prompts(
         user_code = codes.user_code(uid) if codes is not None else None
         item_code = codes.item_code(iid) if codes is not None and not hide_item[row] else None
         row_codes.append((user_code, item_code))
-        user_slot = item_slot = None
-        if slots is not None:
-            user_slot = slots.user_slot(uid) if user_code is not None else None
-            item_slot = slots.item_slot(iid) if item_code is not None else None
+        user_embedding = item_embedding = None
+        if embeds is not None:
+            user_embedding = embeds.user_embedding(uid) if user_code is not None else None
+            item_embedding = embeds.item_embedding(iid) if item_code is not None else None
         if codes is not None and (user_code is None or item_code is None):
             n_cold += 1
             if style.unknown_codes == "learned":
                 user_code = fill_unknown(user_code, codes.unknown_user_code, style)
                 item_code = fill_unknown(item_code, codes.unknown_item_code, style)
-                if slots is not None:
-                    user_slot = fill_unknown(user_slot, slots.unknown_user_slot, style)
-                    item_slot = fill_unknown(item_slot, slots.unknown_item_slot, style)
+                if embeds is not None:
+                    user_embedding = fill_unknown(user_embedding, embeds.unknown_user_embedding, style)
+                    item_embedding = fill_unknown(item_embedding, embeds.unknown_item_embedding, style)
         with_codes = user_code is not None and item_code is not None
-        user = UserContext(history_titles=tuple(t for t in history if t), code=user_code, slot=user_slot)
-        item = CandidateItem(title=title, code=item_code, slot=item_slot)
+        user = UserContext(
+            history_titles=tuple(t for t in history if t), code=user_code, embedding=user_embedding
+        )
+        item = CandidateItem(title=title, code=item_code, embedding=item_embedding)
         prefix = render_user_prefix(user, style, with_codes=with_codes)
         prefixes.append(prefix)
         prompts.append(prefix + render_candidate_suffix(item, style, with_codes=with_codes))

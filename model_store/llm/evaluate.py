@@ -107,19 +107,17 @@ def score_rows(
     *,
     batch_size: int | None = None,
     progress: bool = False,
-    table: torch.Tensor | None = None,
 ) -> np.ndarray:
     """[N] P(Yes) of every row of `data` through `scorer.score_groups`, the call the service makes.
 
     Groups go in calls of about `ROWS_PER_PREFIX_PASS` rows (whole groups), one progress step each;
-    `batch_size` is the candidates per remainder pass (default: the service's); `table` is the CF embedding
-    table the prompts' soft-token slots name (CoLLM).
+    `batch_size` is the candidates per remainder pass (default: the service's).
     """
     groups, rows = prefix_text_groups(data)
     p_yes = np.zeros(len(data), dtype=np.float64)  # [N]
     size = BATCH_SIZE if batch_size is None else batch_size
     for call in tqdm(calls_of([len(s) for _, s in groups]), desc="eval", disable=not progress, leave=False):
-        scored = scorer.score_groups([groups[index] for index in call], batch_size=size, table=table)
+        scored = scorer.score_groups([groups[index] for index in call], batch_size=size)
         for index, scores in zip(call, scored, strict=True):
             p_yes[rows[index]] = scores
     return p_yes
@@ -209,7 +207,6 @@ class SplitPrompts:
     prompt_codes: CodeLookup | None  # the codes the prompts carry: None for a text-only model
     table: pa.Table  # the whole split as read
     data: PromptSet  # the kept rows' prompts, in file order
-    soft_table: torch.Tensor | None = None  # the CF embeddings the soft-token slots name (CoLLM models)
 
 
 def split_prompts(
@@ -245,8 +242,7 @@ def split_prompts(
         sample_groups=True,
         features=soft,
     )
-    soft_table = soft.table if soft is not None else None
-    return SplitPrompts(replace(plan, style=style), prompt_codes, table, data, soft_table)
+    return SplitPrompts(replace(plan, style=style), prompt_codes, table, data)
 
 
 def score_split(
@@ -286,9 +282,7 @@ def score_split(
     )
     plan, prompt_codes, table, data = prompted.plan, prompted.prompt_codes, prompted.table, prompted.data
     scorer = load_scorer(model_path, adapter_path, device, dtype)
-    p_yes = score_rows(
-        scorer, data, batch_size=batch_size, progress=progress, table=prompted.soft_table
-    )  # [N]
+    p_yes = score_rows(scorer, data, batch_size=batch_size, progress=progress)  # [N]
     warm = warm_rows(data, prompt_codes)
     fusion = read_fusion(model_path, adapter_path) if use_fusion else None
     score = blended_scores(fusion, p_yes, data, codes, warm) if fusion is not None else p_yes

@@ -89,26 +89,21 @@ class PromptScorer:
         """Where the model's weights (and so its inputs) live."""
         return next(self.model.parameters()).device
 
-    def _tokenize(self, texts: Sequence[str]) -> list[list[int]]:
-        return encode_prompts(self.tokenizer, texts)
-
     @torch.inference_mode()
-    def score_prompts(
-        self, prompts: Sequence[str], batch_size: int = BATCH_SIZE, table: torch.Tensor | None = None
-    ) -> list[float]:
+    def score_prompts(self, prompts: Sequence[str], batch_size: int = BATCH_SIZE) -> list[float]:
         """P(Yes) per prompt, batched; equals scoring each prompt alone (to float rounding).
 
         Rows are left-padded so every prompt ends at position -1, with an attention mask hiding the pads and
         position ids counting from each row's first real token (so RoPE sees the same positions as unpadded).
         Prompts are batched in length order to keep padding small; results come back in input order.
-        `table` holds the CF embeddings the prompts' `<|emb:K|>` slots name (CoLLM models only).
         """
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
-        token_ids = self._tokenize(prompts)
+        encoded = encode_prompts(self.tokenizer, prompts)
+        token_ids = encoded.ids
         order = sorted(range(len(token_ids)), key=lambda index: len(token_ids[index]))
         scores = [0.0] * len(token_ids)
-        with embedding_table(self.model, table):
+        with embedding_table(self.model, encoded.table):
             for start in range(0, len(order), batch_size):
                 chunk = order[start : start + batch_size]
                 margins = self._last_token_margins([token_ids[index] for index in chunk])  # [B]
@@ -136,21 +131,14 @@ class PromptScorer:
 
     @torch.inference_mode()
     def score_with_prefix(
-        self,
-        prefix: str,
-        suffixes: Sequence[str],
-        batch_size: int = BATCH_SIZE,
-        table: torch.Tensor | None = None,
+        self, prefix: str, suffixes: Sequence[str], batch_size: int = BATCH_SIZE
     ) -> list[float]:
         """P(Yes) of `prefix + suffix` for each suffix, running the shared tokens once (one user's request)."""
-        return self.score_groups([(prefix, suffixes)], batch_size=batch_size, table=table)[0]
+        return self.score_groups([(prefix, suffixes)], batch_size=batch_size)[0]
 
     @torch.inference_mode()
     def score_groups(
-        self,
-        groups: Sequence[tuple[str, Sequence[str]]],
-        batch_size: int = BATCH_SIZE,
-        table: torch.Tensor | None = None,
+        self, groups: Sequence[tuple[str, Sequence[str]]], batch_size: int = BATCH_SIZE
     ) -> list[list[float]]:
         """P(Yes) of `prefix + suffix` for every (prefix, suffixes) group: many users in few forward passes.
 
@@ -160,21 +148,23 @@ class PromptScorer:
         up to `ROWS_PER_PREFIX_PASS` candidates run once, in one left-padded pass; then their candidates run
         `batch_size` at a time, shortest first, rows of several users mixed (`grouped.shared_pass`). Small
         chunks keep the per-row cache copies in CPU cache (on 2 cores, 100 candidates ran 1.7x faster in
-        chunks of 16 than in one padded batch of 100). `table`: as in `score_prompts`.
+        chunks of 16 than in one padded batch of 100). A CoLLM model's soft tokens read the embeddings packed
+        in the prompts (`soft_tokens.encode_prompts`).
         """
         if batch_size < 1:
             raise ValueError("batch_size must be >= 1")
         prompts = [prefix + suffix for prefix, suffixes in groups for suffix in suffixes]
         if not prompts:
             return [[] for _ in groups]
-        token_ids = self._tokenize(prompts)
+        encoded = encode_prompts(self.tokenizer, prompts)
+        token_ids = encoded.ids
         members, start = [], 0
         for _, suffixes in groups:
             members.append(range(start, start + len(suffixes)))
             start += len(suffixes)
         prefix_groups = [make_group(token_ids, rows) for rows in members if len(rows)]
         scores = torch.zeros(len(prompts))  # [N]
-        with embedding_table(self.model, table):
+        with embedding_table(self.model, encoded.table):
             for batch in batches_of_groups(prefix_groups, ROWS_PER_PREFIX_PASS):
                 margins, rows = ordered_margins(
                     self.model, batch, self.answer_tokens, self.pad_id, rest_chunk=batch_size

@@ -1,18 +1,20 @@
 """CoLLM's encoding: each side's collaborative embedding, projected into the LLM's token space, as one soft token.
 
 CoLLM (Zhang et al., TKDE 2025) maps a user's and an item's CF embedding through a small MLP (the projector)
-to one input embedding each, placed where BinLLM writes the codes. Here the prompt text marks that place with
-`<|emb:K|>` (`model_store.contract.prompts.slot_marker`), and `encode_prompts` turns each marker into the token
-id `-(K + 1)`: an id no tokenizer makes, which names row K of the embedding table that comes with the prompts.
-`SoftTokenEmbedding` replaces the model's input embedding: ids >= 0 are looked up as before, negative ids are
-`projector(table[K])`. Everything keyed on token ids (prefix grouping, the shared key/value cache, batching)
-works unchanged: a user's slot is one id shared by all of that user's prompts, like a code's digits.
+to one input embedding each, placed where BinLLM writes the codes. Here the prompt text carries the embedding
+itself, packed into a marker `<|emb:PACKED|>` (`model_store.contract.prompts.embedding_marker`), so the text
+stays the whole input on every path. `encode_prompts` tokenises a batch of prompts, gathers the distinct
+packed embeddings into a table [S, d] and writes each marker as the token id `-(K + 1)` of its row K: an id
+no tokenizer makes. `SoftTokenEmbedding` replaces the model's input embedding: ids >= 0 are looked up as
+before, negative ids are `projector(table[K])`. Everything keyed on token ids (prefix grouping, the shared
+key/value cache, batching) works unchanged within one call: a user's embedding is one id shared by all of
+that user's prompts, like a code's digits.
 
 The CF embeddings are the BinMF encoder's own (`CollabFeatures.from_codes_dir`): tanh(W e + b), the 32
 continuous values whose signs are the codes. One CF model serves both encodings, so BinLLM and CoLLM compare
-on the same collaborative signal (the text carries its signs, the soft token its full values), and a snapshot
-stores 32 numbers per user and item. The unknown rows (index 0 of each encoder table, trained by id dropout)
-give cold users and items their learned embedding, as they give them their learned code.
+on the same collaborative signal (the text carries its signs, the soft token its values), and a snapshot
+stores 86 characters per user and item. The unknown rows (index 0 of each encoder table, trained by id
+dropout) give cold users and items their learned embedding, as they give them their learned code.
 
     python -c "from model_store.llm.soft_tokens import *; print(Projector(32, 576))"
 """
@@ -22,7 +24,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +35,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from model_store.contract.prompts import SLOT_PATTERN
+from model_store.contract.prompts import EMBEDDING_PATTERN, pack_embedding, unpack_embedding
 
 # Beside an adapter, in a checkpoint and in an exported model; in a folder of its own, since vLLM loads every
 # *.safetensors file at the top of a model directory as the model's weights.
@@ -41,28 +43,42 @@ PROJECTOR_PATH = Path("projector") / "model.safetensors"
 HIDDEN_PER_INPUT = 10  # CoLLM's MLP: input width x 10 hidden units, ReLU, then the LLM's width
 
 
-def slot_token(slot: int) -> int:
-    """The token id of row `slot`'s soft token (negative: outside every vocabulary)."""
-    return -(slot + 1)
+def soft_token(row: int) -> int:
+    """The token id of the soft token for row `row` of a call's table (negative: outside every vocabulary)."""
+    return -(row + 1)
 
 
-def encode_prompts(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str]) -> list[list[int]]:
-    """Token ids of `texts` as the tokenizer makes them, each `<|emb:K|>` becoming the one id `slot_token(K)`.
+@dataclass(frozen=True)
+class EncodedPrompts:
+    """Token ids of a batch of prompts and the table their soft tokens read (None: no marker anywhere)."""
+
+    ids: list[list[int]]
+    table: torch.Tensor | None = None  # [S, d] float32: row K = the K-th distinct packed embedding
+
+
+def encode_prompts(tokenizer: PreTrainedTokenizerBase, texts: Sequence[str]) -> EncodedPrompts:
+    """Token ids of `texts` as the tokenizer makes them, each `<|emb:PACKED|>` becoming one soft-token id.
 
     The text between markers is tokenised piece by piece (special tokens with the first piece only), so a
     marker never merges with its neighbours; texts without markers come out exactly as `tokenizer(texts)`.
+    Equal packed embeddings share a row, so a user's prompts share their prefix ids.
     """
-    if not any(SLOT_PATTERN.search(text) for text in texts):
-        return [list(ids) for ids in tokenizer(list(texts))["input_ids"]]
-    return [_encode_one(tokenizer, text) for text in texts]
+    if not any(EMBEDDING_PATTERN.search(text) for text in texts):
+        return EncodedPrompts([list(ids) for ids in tokenizer(list(texts))["input_ids"]])
+    rows: dict[str, int] = {}
+    ids = [_encode_one(tokenizer, text, rows) for text in texts]
+    values = [unpack_embedding(packed) for packed in rows]
+    if len({len(v) for v in values}) > 1:
+        raise ValueError("the prompts' packed embeddings differ in width")
+    return EncodedPrompts(ids, torch.tensor(values, dtype=torch.float32))
 
 
-def _encode_one(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
+def _encode_one(tokenizer: PreTrainedTokenizerBase, text: str, rows: dict[str, int]) -> list[int]:
     ids: list[int] = []
     start = 0
-    for match in SLOT_PATTERN.finditer(text):
+    for match in EMBEDDING_PATTERN.finditer(text):
         ids += _piece(tokenizer, text[start : match.start()], first=start == 0)
-        ids.append(slot_token(int(match.group(1))))
+        ids.append(soft_token(rows.setdefault(match.group(1), len(rows))))
         start = match.end()
     return ids + _piece(tokenizer, text[start:], first=start == 0)
 
@@ -201,15 +217,14 @@ def embedding_table(model: Any, table: torch.Tensor | None) -> Iterator[None]:
 
 @dataclass(frozen=True)
 class CollabFeatures:
-    """The BinMF encoder's pre-sign embeddings of every known user and item, and the two unknown rows.
-
-    `table` stacks user rows (row 0 = unknown user, then users in `user_ids` order) and item rows (the
-    unknown item, then `item_ids` order): the table tuning's soft tokens index (`user_slot`, `item_slot`).
-    """
+    """The BinMF encoder's pre-sign embeddings of every known user and item, and the two unknown ones, packed
+    as prompts and snapshots carry them (`pack_embedding`)."""
 
     user_ids: np.ndarray  # (U,) int64 sorted
     item_ids: np.ndarray  # (I,) int64 sorted
-    table: torch.Tensor  # (1 + U + 1 + I, bits) float32
+    users: np.ndarray  # (1 + U, d) float32: row 0 = the unknown user, then `user_ids` order
+    items: np.ndarray  # (1 + I, d) float32: row 0 = the unknown item, then `item_ids` order
+    _packed: dict[tuple[str, int], str] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def from_codes_dir(cls, directory: str | Path) -> CollabFeatures:
@@ -224,30 +239,37 @@ class CollabFeatures:
             items = torch.tanh(encoder.item_proj(encoder.item_embedding.weight))  # (1 + I, bits)
         if users.shape[0] != 1 + book.user_ids.size or items.shape[0] != 1 + book.item_ids.size:
             raise ValueError(f"{directory}: the encoder's tables do not match its codebook's ids")
-        return cls(book.user_ids, book.item_ids, torch.cat([users, items]).float().contiguous())
+        return cls(book.user_ids, book.item_ids, users.float().numpy(), items.float().numpy())
 
     @property
     def width(self) -> int:
         """Values per embedding (the code width)."""
-        return int(self.table.shape[1])
+        return int(self.users.shape[1])
+
+    def _pack(self, side: str, row: int) -> str:
+        key = (side, row)
+        if key not in self._packed:
+            table = self.users if side == "user" else self.items
+            self._packed[key] = pack_embedding(table[row].tolist())
+        return self._packed[key]
 
     @property
-    def unknown_user_slot(self) -> int:
-        return 0
+    def unknown_user_embedding(self) -> str:
+        return self._pack("user", 0)
 
     @property
-    def unknown_item_slot(self) -> int:
-        return 1 + int(self.user_ids.size)
+    def unknown_item_embedding(self) -> str:
+        return self._pack("item", 0)
 
-    def user_slot(self, uid: int) -> int | None:
-        """The table row of a known user, None for one the encoder never saw."""
+    def user_embedding(self, uid: int) -> str | None:
+        """The packed embedding of a known user, None for one the encoder never saw."""
         position = _position(self.user_ids, uid)
-        return None if position is None else 1 + position
+        return None if position is None else self._pack("user", 1 + position)
 
-    def item_slot(self, iid: int) -> int | None:
-        """The table row of a known item, None for one the encoder never saw."""
+    def item_embedding(self, iid: int) -> str | None:
+        """The packed embedding of a known item, None for one the encoder never saw."""
         position = _position(self.item_ids, iid)
-        return None if position is None else self.unknown_item_slot + 1 + position
+        return None if position is None else self._pack("item", 1 + position)
 
 
 def _position(ids: np.ndarray, wanted: int) -> int | None:

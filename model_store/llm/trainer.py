@@ -16,6 +16,7 @@ import hashlib
 import math
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,7 @@ from model_store.llm.grouped import (
 )
 from model_store.llm.models import cpu_has_bf16
 from model_store.llm.progress import ThroughputLog
-from model_store.llm.soft_tokens import encode_prompts, soft_embedding
+from model_store.llm.soft_tokens import embedding_table, encode_prompts, soft_embedding
 from model_store.llm.trunk import TrunkStates, frozen_layers
 from model_store.llm.trunk_store import cached_trunk
 from model_store.llm.tune_config import TuneConfig
@@ -79,21 +80,39 @@ def pad_token_id(tokenizer: PreTrainedTokenizerBase) -> int:
     return int(pad) if pad is not None else 0
 
 
-def prefix_groups(
+@dataclass(frozen=True)
+class GroupedPrompts:
+    """A prompt set tokenised once: its rows grouped by user prefix, and the CF embeddings its soft tokens
+    read (CoLLM prompts; None for text and code prompts)."""
+
+    groups: list[PrefixGroup]
+    table: torch.Tensor | None = None
+
+
+def grouped_prompts(
     tokenizer: PreTrainedTokenizerBase, data: PromptSet, *, share_prefixes: bool = True
-) -> list[PrefixGroup]:
-    """The prompt set's rows grouped by user prefix (tokenised once).
+) -> GroupedPrompts:
+    """The prompt set's rows grouped by user prefix (tokenised once, `soft_tokens.encode_prompts`).
 
     `share_prefixes=False` keeps the same groups (so the same batches) but runs every prompt whole: the
     reference that the shared path must match.
     """
-    token_ids = encode_prompts(tokenizer, data.prompts)
+    encoded = encode_prompts(tokenizer, data.prompts)
+    token_ids = encoded.ids
     groups = [make_group(token_ids, rows) for rows in group_rows(data.prefixes)]
-    if share_prefixes:
-        return groups
-    return [
-        PrefixGroup((), tuple(tuple(token_ids[row]) for row in group.rows), group.rows) for group in groups
-    ]
+    if not share_prefixes:
+        groups = [
+            PrefixGroup((), tuple(tuple(token_ids[row]) for row in group.rows), group.rows)
+            for group in groups
+        ]
+    return GroupedPrompts(groups, encoded.table)
+
+
+def prefix_groups(
+    tokenizer: PreTrainedTokenizerBase, data: PromptSet, *, share_prefixes: bool = True
+) -> list[PrefixGroup]:
+    """`grouped_prompts`' groups, for prompts without soft tokens."""
+    return grouped_prompts(tokenizer, data, share_prefixes=share_prefixes).groups
 
 
 def score_margins(
@@ -106,8 +125,11 @@ def score_margins(
     progress: bool = False,
 ) -> np.ndarray:
     """Margins for every prompt of `data`, in order (evaluation), prefixes shared."""
-    groups = prefix_groups(tokenizer, data)
-    return score_groups(model, groups, len(data), answer, pad_token_id(tokenizer), batch_size, progress)
+    grouped = grouped_prompts(tokenizer, data)
+    with embedding_table(model, grouped.table):
+        return score_groups(
+            model, grouped.groups, len(data), answer, pad_token_id(tokenizer), batch_size, progress
+        )
 
 
 @torch.no_grad()
@@ -214,8 +236,10 @@ class StageTrainer:
         self.sidecars: list[Sidecar] = [self.head] if self.head is not None else []
         if soft is not None:
             self.sidecars.append(soft.projector)
-        self.groups = prefix_groups(tokenizer, train, share_prefixes=config.share_prefixes)
-        self.valid_groups = prefix_groups(tokenizer, valid)
+        grouped = grouped_prompts(tokenizer, train, share_prefixes=config.share_prefixes)
+        valid_grouped = grouped_prompts(tokenizer, valid)
+        self.groups, self.train_table = grouped.groups, grouped.table
+        self.valid_groups, self.valid_table = valid_grouped.groups, valid_grouped.table
         # a projector in front of layer 0 changes every layer's input: nothing below the LoRA is frozen then
         self.trunk_layers = frozen_layers(model) if config.cache_trunk and soft is None else 0
         self._trunks: dict[str, TrunkStates] = {}
@@ -337,7 +361,7 @@ class StageTrainer:
         if not mine:
             return 0.0
         trunk = self.trunk("train")
-        with autocast_for(self.device, self.config.precision):
+        with autocast_for(self.device, self.config.precision), embedding_table(self.model, self.train_table):
             margins, rows = ordered_margins(self.model, mine, self.answer, self.pad_id, trunk)  # [share]
         labels = self.labels[rows].to(self.device)  # [share]
         n_rows = sum(len(group.rows) for group in batch)
@@ -368,17 +392,18 @@ class StageTrainer:
 
     def _score_valid(self) -> np.ndarray:
         """Logits of every valid row with the live adapter: margins, or the head's fused logits."""
-        margins = score_groups(
-            self.model,
-            self.valid_groups,
-            len(self.valid),
-            self.answer,
-            self.pad_id,
-            self.config.eval_batch_size,
-            self.config.progress,
-            self.trunk("valid"),
-            self.config.precision,
-        )
+        with embedding_table(self.model, self.valid_table):
+            margins = score_groups(
+                self.model,
+                self.valid_groups,
+                len(self.valid),
+                self.answer,
+                self.pad_id,
+                self.config.eval_batch_size,
+                self.config.progress,
+                self.trunk("valid"),
+                self.config.precision,
+            )
         if self.head is None:
             return margins
         with torch.no_grad():

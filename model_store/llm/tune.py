@@ -226,7 +226,7 @@ def attach_projector(
     checkpoints = list_checkpoints(main_out or Path(config.out_dir)) if config.resume else []
     if checkpoints:
         projector.load(checkpoints[-1] / "adapter")
-    install_projector(model, projector).table = features.table
+    install_projector(model, projector)  # each prompt set brings its table (trainer.grouped_prompts)
     return projector
 
 

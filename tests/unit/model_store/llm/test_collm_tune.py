@@ -25,12 +25,11 @@ def rule_features(item_ids: list[int], width: int = 8) -> CollabFeatures:
     """Users 0..4 and `item_ids`; an item's first value is +1 for odd ids, -1 for even, the rest noise."""
     rng = np.random.default_rng(0)
     items = sorted(set(item_ids))
-    users = rng.normal(0, 0.3, (1 + 5, width))
-    table_items = rng.normal(0, 0.3, (1 + len(items), width))
-    table_items[1:, 0] = [1.0 if iid % 2 else -1.0 for iid in items]
-    table_items[0, 0] = 0.0
-    table = torch.tensor(np.concatenate([users, table_items]), dtype=torch.float32)
-    return CollabFeatures(np.arange(5), np.asarray(items, dtype=np.int64), table)
+    users = rng.normal(0, 0.3, (1 + 5, width)).astype(np.float32)
+    item_rows = rng.normal(0, 0.3, (1 + len(items), width)).astype(np.float32)
+    item_rows[1:, 0] = [1.0 if iid % 2 else -1.0 for iid in items]
+    item_rows[0, 0] = 0.0
+    return CollabFeatures(np.arange(5), np.asarray(items, dtype=np.int64), users, item_rows)
 
 
 def _features() -> CollabFeatures:
