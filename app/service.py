@@ -55,7 +55,7 @@ from model_store.contract.prompts import (
     render_candidate_suffix,
     render_user_prefix,
 )
-from model_store.contract.snapshot import ModelManifest
+from model_store.contract.snapshot import ModelManifest, UnknownEmbeddings
 
 logger = logging.getLogger(__name__)
 
@@ -75,28 +75,39 @@ def plan_prompts(
     items: dict[str, CandidateItem],
     model: ModelManifest,
     code_score: CodeScore | None = None,
+    unknown_embeddings: UnknownEmbeddings | None = None,
 ) -> PromptPlan:
     """Group distinct candidates by wording so each group shares one user prefix.
 
     Codes are used only when the model was tuned with them and both the user and the item have one, or,
     when the model's style says `unknown_codes="learned"`, the snapshot's learned unknown code stands in
-    for a missing one. Candidates without a code of their own are listed in `cold` either way.
+    for a missing one. Candidates without a code of their own are listed in `cold` either way. A CoLLM
+    model (encoding 'embeddings') reads each side's CF embedding instead, with the snapshot's learned unknown
+    embedding standing in the same way (`unknown_embeddings`).
     """
     style = model.prompt_style
     unknown = code_score if style.unknown_codes == "learned" else None
-    user_known = user.code is not None
+    soft = style.encoding == "embeddings"
+    unknown_soft = unknown_embeddings if soft and unknown is not None else None
+    user_known = uses_feature(user.code, user.embedding, soft)
     if unknown is not None:
         user = user.model_copy(update={"code": fill_unknown(user.code, unknown.unknown_user_code, style)})
-    warm_ok = model.with_codes and user.code is not None
+    if unknown_soft is not None:
+        user = user.model_copy(update={"embedding": fill_unknown(user.embedding, unknown_soft.user, style)})
+    warm_ok = model.with_codes and uses_feature(user.code, user.embedding, soft)
     suffixes: dict[bool, list[str]] = {True: [], False: []}
     where: dict[str, tuple[bool, int]] = {}
     cold: list[str] = []
     for item_id, item in items.items():
-        if not (model.with_codes and user_known and item.code is not None):
+        if not (model.with_codes and user_known and uses_feature(item.code, item.embedding, soft)):
             cold.append(item_id)
         if unknown is not None:
             item = item.model_copy(update={"code": fill_unknown(item.code, unknown.unknown_item_code, style)})
-        codes = warm_ok and item.code is not None
+        if unknown_soft is not None:
+            item = item.model_copy(
+                update={"embedding": fill_unknown(item.embedding, unknown_soft.item, style)}
+            )
+        codes = warm_ok and uses_feature(item.code, item.embedding, soft)
         where[item_id] = (codes, len(suffixes[codes]))
         suffixes[codes].append(render_candidate_suffix(item, style, with_codes=codes))
     groups: list[PromptGroup] = []
@@ -109,6 +120,12 @@ def plan_prompts(
     slots = {item_id: (group_index[codes], pos) for item_id, (codes, pos) in where.items()}
     reason = None if not cold else "model" if not model.with_codes else "user" if not user_known else "item"
     return PromptPlan(groups=groups, slots=slots, cold=cold, cold_reason=reason)
+
+
+def uses_feature(code: int | None, embedding: str | None, soft: bool) -> bool:
+    """Whether one side can be written with its collaborative feature: its code, or for a CoLLM model its
+    embedding (published with the code: a snapshot for a CoLLM model has both or neither)."""
+    return (embedding if soft else code) is not None
 
 
 def _check_scores(groups: Sequence[PromptGroup], scores: list[list[float]], backend: str) -> None:
@@ -200,8 +217,15 @@ class PredictService:
         if unknown:
             raise UnknownItemsError(unknown, param="item_ids")
         user = self._user_context(lookup, history)
-        items = {i: CandidateItem(title=lookup.items[i].title, code=lookup.items[i].code) for i in candidates}
-        plan = plan_prompts(user, items, lookup.manifest.model, lookup.manifest.code_score)
+        items = {
+            i: CandidateItem(
+                title=lookup.items[i].title, code=lookup.items[i].code, embedding=lookup.items[i].embedding
+            )
+            for i in candidates
+        }
+        plan = plan_prompts(
+            user, items, lookup.manifest.model, lookup.manifest.code_score, lookup.manifest.unknown_embeddings
+        )
         if plan.cold_reason is not None:
             metrics.COLD_STARTS.labels(plan.cold_reason).inc(len(plan.cold))
         groups = [replace(g, route=request.user_id) for g in plan.groups]
@@ -261,12 +285,14 @@ class PredictService:
     def _user_context(lookup: CatalogLookup, history: list[str] | None) -> UserContext:
         """The user's code from the store; titles from the request's history ids if given, else stored."""
         code = lookup.user.code if lookup.user is not None else None
+        embedding = lookup.user.embedding if lookup.user is not None else None
         if history is None:
-            return UserContext(history_titles=history_titles(lookup), code=code)
+            return UserContext(history_titles=history_titles(lookup), code=code, embedding=embedding)
         unknown = [i for i in dict.fromkeys(history) if i not in lookup.items]
         if unknown:
             raise UnknownItemsError(unknown, param="history_item_ids")
-        return UserContext(history_titles=tuple(lookup.items[i].title for i in history), code=code)
+        titles = tuple(lookup.items[i].title for i in history)
+        return UserContext(history_titles=titles, code=code, embedding=embedding)
 
     async def _score(self, groups: list[PromptGroup], deadline: float | None) -> list[list[float]]:
         """Scores per group, fed to the backend in chunks, all of it by `deadline` (loop time)."""

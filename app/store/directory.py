@@ -37,7 +37,7 @@ from model_store.contract.snapshot import (
     ItemEntry,
     SnapshotManifest,
     UserEntry,
-    code_problem,
+    entry_problem,
 )
 
 logger = logging.getLogger(__name__)
@@ -53,9 +53,10 @@ class _Snapshot:
 _E = TypeVar("_E", UserEntry, ItemEntry)
 
 
-def _read_entries(path: Path, model: type[_E], bits: int, expected: int) -> dict[str, _E]:
+def _read_entries(path: Path, model: type[_E], manifest: SnapshotManifest, expected: int) -> dict[str, _E]:
     """Every entry of one JSONL file, each checked as the service will use it: UTF-8, JSON of the entry
-    type, a code that fits the manifest's `bits` and is not negative; then the count against the manifest.
+    type, a code that fits the manifest's bits and is not negative, an embedding of the manifest's width
+    (`entry_problem`); then the count against the manifest.
     InvalidSnapshotError names the file, the line and the reason."""
     shown = f"{path.parent.name}/{path.name}"
 
@@ -77,7 +78,7 @@ def _read_entries(path: Path, model: type[_E], bits: int, expected: int) -> dict
                 entry = model.model_validate(row)
             except (ValueError, KeyError, TypeError, AttributeError, ValidationError) as exc:
                 raise refuse("malformed", f"{shown}:{number}: bad snapshot entry ({exc})") from exc
-            problem = code_problem(entry.code, bits)
+            problem = entry_problem(entry, manifest)
             if problem is not None:
                 raise refuse(problem[0], f"{shown}:{number}: entry {entry_id!r} has a {problem[1]}")
             entries[entry_id] = entry
@@ -109,10 +110,9 @@ def read_snapshot(root: Path) -> _Snapshot:
             file=SNAPSHOT_MANIFEST_FILENAME,
             reason="manifest",
         ) from exc
-    bits = manifest.model.prompt_style.bits
     try:
-        users = _read_entries(folder / USERS_FILENAME, UserEntry, bits, manifest.n_users)
-        items = _read_entries(folder / ITEMS_FILENAME, ItemEntry, bits, manifest.n_items)
+        users = _read_entries(folder / USERS_FILENAME, UserEntry, manifest, manifest.n_users)
+        items = _read_entries(folder / ITEMS_FILENAME, ItemEntry, manifest, manifest.n_items)
     except OSError as exc:
         name = Path(str(exc.filename)).name
         raise InvalidSnapshotError(

@@ -365,12 +365,12 @@ class RedisStore:
         """Parse the entries of `read` (all of `manifest`'s version) and cache the new items."""
         metrics.ITEM_CACHE_HITS.inc(len(hits))
         metrics.ITEM_CACHE_MISSES.inc(len(misses))
-        version, bits = read.version, manifest.model.prompt_style.bits
+        version = read.version
         user = None
         if read.raw_user is not None:
-            user = check_entry(read.raw_user, UserEntry, bits, version, "user entry")
+            user = check_entry(read.raw_user, UserEntry, manifest, version, "user entry")
         fetched = {
-            i: check_entry(raw, ItemEntry, bits, version, f"item {i!r}")
+            i: check_entry(raw, ItemEntry, manifest, version, f"item {i!r}")
             for i, raw in zip(misses, read.raw_items, strict=True)
             if raw
         }

@@ -23,8 +23,8 @@ from model_store.contract.snapshot import (
     ItemEntry,
     SnapshotManifest,
     UserEntry,
-    code_problem,
     entry_key_pattern,
+    entry_problem,
 )
 
 logger = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ _E = TypeVar("_E", UserEntry, ItemEntry)
 RawGetter = Callable[[list[Any]], Awaitable[list[bytes | None]]]
 
 
-def check_entry(raw: bytes | str, model: type[_E], bits: int, version: str, key: str) -> _E:
+def check_entry(raw: bytes | str, model: type[_E], manifest: SnapshotManifest, version: str, key: str) -> _E:
     """One stored entry as the service will use it, or InvalidSnapshotError saying why it cannot be."""
     label = "users" if model is UserEntry else "items"
 
@@ -53,7 +53,7 @@ def check_entry(raw: bytes | str, model: type[_E], bits: int, version: str, key:
         entry = model.model_validate_json(raw)
     except ValidationError as exc:
         raise refuse("malformed", f"not a {model.__name__} ({exc.error_count()} errors)") from exc
-    problem = code_problem(entry.code, bits)
+    problem = entry_problem(entry, manifest)
     if problem is not None:
         raise refuse(problem[0], f"a {problem[1]}")
     return entry
@@ -96,17 +96,17 @@ async def _verify_kind(
     expected: int,
 ) -> None:
     """Every user (or item) entry of the version checked, then their count against the manifest's."""
-    version, bits = manifest.version, manifest.model.prompt_style.bits
+    version = manifest.version
     kind = "user" if model is UserEntry else "item"
     found = 0
     batch: list[Any] = []
     async for key in client.scan_iter(match=entry_key_pattern(version, kind, namespace), count=SCAN_COUNT):
         batch.append(key)
         if len(batch) >= BATCH:
-            found += await _check_batch(get_raw, batch, model, bits, version)
+            found += await _check_batch(get_raw, batch, model, manifest)
             batch = []
     if batch:
-        found += await _check_batch(get_raw, batch, model, bits, version)
+        found += await _check_batch(get_raw, batch, model, manifest)
     if found != expected:
         raise InvalidSnapshotError(
             f"snapshot {version!r}: {found} {kind}s, the manifest says {expected} (count)",
@@ -115,13 +115,15 @@ async def _verify_kind(
         )
 
 
-async def _check_batch(get_raw: RawGetter, keys: list[Any], model: type[_E], bits: int, version: str) -> int:
+async def _check_batch(
+    get_raw: RawGetter, keys: list[Any], model: type[_E], manifest: SnapshotManifest
+) -> int:
     values = await get_raw(keys)
     found = 0
     for key, raw in zip(keys, values, strict=True):
         if raw is None:  # deleted between SCAN and GET: not counted
             continue
         shown = key.decode("utf-8", "replace") if isinstance(key, bytes) else str(key)
-        check_entry(raw, model, bits, version, shown)
+        check_entry(raw, model, manifest, manifest.version, shown)
         found += 1
     return found

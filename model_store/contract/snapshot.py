@@ -23,7 +23,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from model_store.contract.fusion import CodeScore, ScoreFusion
-from model_store.contract.prompts import MAX_HISTORY_TITLES, PromptStyle
+from model_store.contract.prompts import MAX_HISTORY_TITLES, PromptStyle, unpack_embedding
 
 DEFAULT_NAMESPACE = "binllm"
 MANIFEST_FILENAME = "binllm.json"
@@ -50,6 +50,9 @@ class UserEntry(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     code: int | None = None
+    embedding: str | None = Field(
+        default=None, description="Packed CF embedding (`prompts.pack_embedding`), for a CoLLM model only."
+    )
     history: list[str] = Field(
         default_factory=list, description="<= 10 positive item ids, newest last; titles from their ItemEntry."
     )
@@ -68,6 +71,9 @@ class ItemEntry(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     code: int | None = None
+    embedding: str | None = Field(
+        default=None, description="Packed CF embedding (`prompts.pack_embedding`), for a CoLLM model only."
+    )
     title: str = Field(description=f"Cut to {MAX_TITLE_CHARS} characters when longer.")
 
     @field_validator("title")
@@ -99,6 +105,16 @@ class ModelManifest(BaseModel):
     )
 
 
+class UnknownEmbeddings(BaseModel):
+    """The learned embeddings of an unknown user and item (packed), published for a CoLLM model."""
+
+    model_config = ConfigDict(frozen=True)
+
+    width: int = Field(ge=1, description="Values per embedding.")
+    user: str
+    item: str
+
+
 class SnapshotManifest(BaseModel):
     """The manifest of one published snapshot."""
 
@@ -115,6 +131,11 @@ class SnapshotManifest(BaseModel):
         description="The codes' own score, published with them: what the service answers (marked degraded) "
         "when the LLM cannot; None in snapshots published before it existed.",
     )
+    unknown_embeddings: UnknownEmbeddings | None = Field(
+        default=None,
+        description="A CoLLM model's (encoding 'embeddings') learned unknown user and item embeddings, for "
+        "cold ids under the style's unknown_codes='learned'; None for a BinLLM model.",
+    )
 
 
 def code_problem(code: int | None, bits: int) -> tuple[str, str] | None:
@@ -126,6 +147,23 @@ def code_problem(code: int | None, bits: int) -> tuple[str, str] | None:
         return "code_sign", f"negative code {code}"
     if code >> bits:
         return "code_width", f"code {code} needs {code.bit_length()} bits, the manifest says {bits}"
+    return None
+
+
+def entry_problem(entry: UserEntry | ItemEntry, manifest: SnapshotManifest) -> tuple[str, str] | None:
+    """Why an entry cannot be served under `manifest`: its code (`code_problem`), or an embedding that is not
+    packed values of the manifest's width ("embedding"; no embedding is a cold id, not a problem). None when
+    it can be served."""
+    problem = code_problem(entry.code, manifest.model.prompt_style.bits)
+    if problem is not None or entry.embedding is None:
+        return problem
+    width = manifest.unknown_embeddings.width if manifest.unknown_embeddings is not None else None
+    try:
+        values = len(unpack_embedding(entry.embedding))
+    except ValueError as exc:
+        return "embedding", str(exc)
+    if width is not None and values != width:
+        return "embedding", f"embedding of {values} values, the manifest says {width}"
     return None
 
 

@@ -25,8 +25,8 @@ from model_store.llm.dataset import CodeLookup
 from model_store.metrics import WARM_MIN_TRAIN_ROWS
 
 if TYPE_CHECKING:
+    from model_store.codes.features import CollabFeatures
     from model_store.llm.evaluate import SplitScores
-    from model_store.llm.soft_tokens import CollabFeatures
 
 SCORE_NAMES = {"blend": "blend", "p_yes": "P(Yes)"}  # `score` of the eval line -> legend words
 
@@ -58,7 +58,7 @@ def _features(codes: Path | None) -> CollabFeatures | None:
     """The CF embeddings of a codes directory (what a CoLLM model's soft tokens read), None without one."""
     if codes is None or not (codes / "encoder.safetensors").is_file():
         return None
-    from model_store.llm.soft_tokens import CollabFeatures
+    from model_store.codes.features import CollabFeatures
 
     return CollabFeatures.from_codes_dir(codes)
 

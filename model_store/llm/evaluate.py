@@ -32,6 +32,7 @@ import torch
 from peft import PeftModel
 from tqdm.auto import tqdm
 
+from model_store.codes.features import CollabFeatures
 from model_store.contract.fusion import ScoreFusion
 from model_store.contract.prompts import PromptStyle
 from model_store.contract.snapshot import MANIFEST_FILENAME, ModelManifest
@@ -39,7 +40,7 @@ from model_store.data.io import read_split
 from model_store.llm.dataset import CodeLookup, PromptSet, build_prompts
 from model_store.llm.models import load_causal_lm, serving_dtype
 from model_store.llm.scorer import BATCH_SIZE, ROWS_PER_PREFIX_PASS, PromptScorer
-from model_store.llm.soft_tokens import CollabFeatures, Projector, has_projector, install_projector
+from model_store.llm.soft_tokens import Projector, has_projector, install_projector
 from model_store.llm.tune import read_adapter_card
 from model_store.metrics import evaluate_scores
 from model_store.paired_bootstrap import paired_bootstrap

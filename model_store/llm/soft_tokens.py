@@ -10,11 +10,8 @@ before, negative ids are `projector(table[K])`. Everything keyed on token ids (p
 key/value cache, batching) works unchanged within one call: a user's embedding is one id shared by all of
 that user's prompts, like a code's digits.
 
-The CF embeddings are the BinMF encoder's own (`CollabFeatures.from_codes_dir`): tanh(W e + b), the 32
-continuous values whose signs are the codes. One CF model serves both encodings, so BinLLM and CoLLM compare
-on the same collaborative signal (the text carries its signs, the soft token its values), and a snapshot
-stores 86 characters per user and item. The unknown rows (index 0 of each encoder table, trained by id
-dropout) give cold users and items their learned embedding, as they give them their learned code.
+The CF embeddings are the codes directory's (`model_store.codes.features.CollabFeatures`): the BinMF
+encoder's values before the sign.
 
     python -c "from model_store.llm.soft_tokens import *; print(Projector(32, 576))"
 """
@@ -24,18 +21,17 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
-from model_store.contract.prompts import EMBEDDING_PATTERN, pack_embedding, unpack_embedding
+from model_store.contract.prompts import EMBEDDING_PATTERN, unpack_embedding
 
 # Beside an adapter, in a checkpoint and in an exported model; in a folder of its own, since vLLM loads every
 # *.safetensors file at the top of a model directory as the model's weights.
@@ -213,65 +209,3 @@ def embedding_table(model: Any, table: torch.Tensor | None) -> Iterator[None]:
         yield
     finally:
         embedding.table = previous
-
-
-@dataclass(frozen=True)
-class CollabFeatures:
-    """The BinMF encoder's pre-sign embeddings of every known user and item, and the two unknown ones, packed
-    as prompts and snapshots carry them (`pack_embedding`)."""
-
-    user_ids: np.ndarray  # (U,) int64 sorted
-    item_ids: np.ndarray  # (I,) int64 sorted
-    users: np.ndarray  # (1 + U, d) float32: row 0 = the unknown user, then `user_ids` order
-    items: np.ndarray  # (1 + I, d) float32: row 0 = the unknown item, then `item_ids` order
-    _packed: dict[tuple[str, int], str] = field(default_factory=dict, compare=False, repr=False)
-
-    @classmethod
-    def from_codes_dir(cls, directory: str | Path) -> CollabFeatures:
-        """tanh(proj(embedding)) of every encoder row, keyed by the codebook's ids (same order as the codes)."""
-        from model_store.codes.codebook import load_codes
-        from model_store.codes.model import BinMF
-
-        book = load_codes(directory)
-        encoder = BinMF.load(directory)
-        with torch.no_grad():
-            users = torch.tanh(encoder.user_proj(encoder.user_embedding.weight))  # (1 + U, bits)
-            items = torch.tanh(encoder.item_proj(encoder.item_embedding.weight))  # (1 + I, bits)
-        if users.shape[0] != 1 + book.user_ids.size or items.shape[0] != 1 + book.item_ids.size:
-            raise ValueError(f"{directory}: the encoder's tables do not match its codebook's ids")
-        return cls(book.user_ids, book.item_ids, users.float().numpy(), items.float().numpy())
-
-    @property
-    def width(self) -> int:
-        """Values per embedding (the code width)."""
-        return int(self.users.shape[1])
-
-    def _pack(self, side: str, row: int) -> str:
-        key = (side, row)
-        if key not in self._packed:
-            table = self.users if side == "user" else self.items
-            self._packed[key] = pack_embedding(table[row].tolist())
-        return self._packed[key]
-
-    @property
-    def unknown_user_embedding(self) -> str:
-        return self._pack("user", 0)
-
-    @property
-    def unknown_item_embedding(self) -> str:
-        return self._pack("item", 0)
-
-    def user_embedding(self, uid: int) -> str | None:
-        """The packed embedding of a known user, None for one the encoder never saw."""
-        position = _position(self.user_ids, uid)
-        return None if position is None else self._pack("user", 1 + position)
-
-    def item_embedding(self, iid: int) -> str | None:
-        """The packed embedding of a known item, None for one the encoder never saw."""
-        position = _position(self.item_ids, iid)
-        return None if position is None else self._pack("item", 1 + position)
-
-
-def _position(ids: np.ndarray, wanted: int) -> int | None:
-    position = int(np.searchsorted(ids, wanted))
-    return position if position < ids.size and int(ids[position]) == wanted else None

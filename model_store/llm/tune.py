@@ -24,6 +24,7 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 
 from model_store.codes.codebook import load_codes
+from model_store.codes.features import CollabFeatures
 from model_store.contract.fusion import CodeScore, ScoreFusion
 from model_store.data.io import read_split
 from model_store.llm.answer import find_answer_tokens
@@ -38,7 +39,7 @@ from model_store.llm.dataset import CodeLookup, build_prompts, style_for
 from model_store.llm.distributed import SINGLE, Ranks, barrier, rank_device, setup, teardown
 from model_store.llm.fusion_head import FusionHead
 from model_store.llm.models import default_device, load_causal_lm
-from model_store.llm.soft_tokens import CollabFeatures, Projector, install_projector, soft_embedding
+from model_store.llm.soft_tokens import Projector, install_projector, soft_embedding
 from model_store.llm.trainer import StageTrainer
 from model_store.llm.tune_config import ADAPTER_CARD_FILENAME, AdapterCard, TuneConfig
 

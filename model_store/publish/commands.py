@@ -194,6 +194,7 @@ def publish_command(
         version=version,
         catalogue=items,
         allow_code_mismatch=allow_code_mismatch,
+        codes_dir=codes,
     )
     published = publisher.publish(snapshot, keep=keep)
     m = snapshot.manifest

@@ -111,10 +111,20 @@ def snapshot_from_paths(
     version: str | None = None,
     catalogue: Path | None = None,
     allow_code_mismatch: bool = False,
+    codes_dir: Path | None = None,
 ) -> Snapshot:
-    """Read the inputs, check the codes fit the model, and build the snapshot."""
+    """Read the inputs, check the codes fit the model, and build the snapshot. A CoLLM model (encoding
+    'embeddings') also gets each user's and item's CF embedding, read from `codes_dir`."""
     model = load_model_manifest(model_dir)
     check_compatible(codes, model, allow_code_mismatch=allow_code_mismatch)
     table = read_splits(split_files)
     extra = read_catalogue(catalogue) if catalogue is not None else None
-    return build_snapshot(codes, table, model, version=version, extra_items=extra)
+    features = None
+    if model.prompt_style.encoding == "embeddings" and codes_dir is not None:
+        from model_store.codes.features import CollabFeatures
+
+        try:
+            features = CollabFeatures.from_codes_dir(codes_dir)
+        except (OSError, ValueError, KeyError) as exc:
+            raise PublishError(f"no CF embeddings in the codes directory {codes_dir}: {exc}") from exc
+    return build_snapshot(codes, table, model, version=version, extra_items=extra, features=features)

@@ -25,7 +25,13 @@ import pyarrow.compute as pc
 
 from model_store.contract.fusion import CodeScore
 from model_store.contract.prompts import MAX_HISTORY_TITLES
-from model_store.contract.snapshot import ItemEntry, ModelManifest, SnapshotManifest, UserEntry
+from model_store.contract.snapshot import (
+    ItemEntry,
+    ModelManifest,
+    SnapshotManifest,
+    UnknownEmbeddings,
+    UserEntry,
+)
 from model_store.errors import PublishError
 
 logger = logging.getLogger(__name__)
@@ -58,6 +64,23 @@ class CodeSource(Protocol):
     def code_score(self) -> CodeScore | None:
         """The codes' own score (scale, bias, unknown codes), published for the service's fallback."""
         ...
+
+
+class EmbeddingSource(Protocol):
+    """What the publisher needs for a CoLLM model (`model_store.codes.features.CollabFeatures`)."""
+
+    @property
+    def width(self) -> int: ...
+
+    @property
+    def unknown_user_embedding(self) -> str: ...
+
+    @property
+    def unknown_item_embedding(self) -> str: ...
+
+    def user_embedding(self, uid: int) -> str | None: ...
+
+    def item_embedding(self, iid: int) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -121,15 +144,39 @@ def build_snapshot(
     *,
     version: str | None = None,
     extra_items: dict[int, str] | None = None,
+    features: EmbeddingSource | None = None,
 ) -> Snapshot:
-    """Assemble the snapshot: every user and item of the data with its code; ids become strings."""
+    """Assemble the snapshot: every user and item of the data with its code (and, for a CoLLM model, its
+    packed CF embedding from `features`, required then); ids become strings."""
     version = check_version_id(version or new_version_id())
+    soft = model.prompt_style.encoding == "embeddings"
+    if soft and features is None:
+        raise PublishError(
+            "the model reads CF embeddings (encoding 'embeddings'): publish with its codes directory"
+        )
+    embeds = features if soft else None
     users = {
-        str(uid): UserEntry(code=codes.user_code(uid), history=[str(iid) for iid in history])
+        str(uid): UserEntry(
+            code=codes.user_code(uid),
+            embedding=embeds.user_embedding(uid) if embeds is not None else None,
+            history=[str(iid) for iid in history],
+        )
         for uid, history in latest_histories(table).items()
     }
     titles = {**(extra_items or {}), **item_titles(table)}
-    items = {str(iid): ItemEntry(code=codes.item_code(iid), title=title) for iid, title in titles.items()}
+    items = {
+        str(iid): ItemEntry(
+            code=codes.item_code(iid),
+            embedding=embeds.item_embedding(iid) if embeds is not None else None,
+            title=title,
+        )
+        for iid, title in titles.items()
+    }
+    unknown = None
+    if embeds is not None:
+        unknown = UnknownEmbeddings(
+            width=embeds.width, user=embeds.unknown_user_embedding, item=embeds.unknown_item_embedding
+        )
     manifest = SnapshotManifest(
         version=version,
         code_version=codes.version,
@@ -138,6 +185,7 @@ def build_snapshot(
         n_items=len(items),
         created_at=dt.datetime.now(dt.UTC).isoformat(),
         code_score=codes.code_score(),
+        unknown_embeddings=unknown,
     )
     n_user_codes = sum(entry.code is not None for entry in users.values())
     n_item_codes = sum(entry.code is not None for entry in items.values())

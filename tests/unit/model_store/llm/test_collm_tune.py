@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import torch
 
+from model_store.codes.features import CollabFeatures
 from model_store.llm.evaluate import evaluate_split
 from model_store.llm.export import export_merged
-from model_store.llm.soft_tokens import PROJECTOR_PATH, CollabFeatures, Projector
+from model_store.llm.soft_tokens import PROJECTOR_PATH, Projector
 from model_store.llm.tune import tune
 from tests.unit.model_store.llm.test_tune import RuleCodes, _adapter_weights, _config, _splits
 

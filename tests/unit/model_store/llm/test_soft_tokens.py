@@ -1,6 +1,6 @@
 """CoLLM's soft tokens: each packed-embedding marker becomes one id whose table row holds its values, the
 embedding projects that row, prefix sharing and batching give the same margins as whole prompts, gradients
-reach the projector, and the CF embeddings are the BinMF encoder's pre-sign values in codebook order."""
+reach the projector."""
 
 from __future__ import annotations
 
@@ -8,9 +8,6 @@ import numpy as np
 import pytest
 import torch
 
-from model_store.codes.codebook import write_codes
-from model_store.codes.model import BinMF, BinMFConfig
-from model_store.codes.train import build_codebook
 from model_store.contract.prompts import (
     CandidateItem,
     PromptStyle,
@@ -26,7 +23,6 @@ from model_store.llm.answer import find_answer_tokens
 from model_store.llm.dataset import PromptSet
 from model_store.llm.grouped import ordered_margins
 from model_store.llm.soft_tokens import (
-    CollabFeatures,
     Projector,
     SoftTokenEmbedding,
     embedding_table,
@@ -169,21 +165,3 @@ def test_projector_round_trips_through_its_file(tmp_path):
     x = torch.randn(3, 4)
     torch.testing.assert_close(again(x), projector(x))
     assert (again.d_in, again.d_model, again.hidden) == (4, 8, 40)
-
-
-def test_collab_features_are_the_encoders_pre_sign_values_in_codebook_order(tmp_path):
-    torch.manual_seed(3)
-    encoder = BinMF(BinMFConfig(n_users=4, n_items=3, dim=8, bits=16))
-    user_ids, item_ids = np.array([10, 20, 30]), np.array([5, 7])
-    encoder.save(tmp_path)
-    write_codes(build_codebook(encoder, user_ids, item_ids), tmp_path)
-    features = CollabFeatures.from_codes_dir(tmp_path)
-    assert features.width == 16 and features.users.shape == (4, 16) and features.items.shape == (3, 16)
-    assert features.user_embedding(99) is None and features.item_embedding(6) is None
-    with torch.no_grad():
-        item = torch.tanh(encoder.item_proj(encoder.item_embedding.weight[2])).tolist()
-        unknown = torch.tanh(encoder.user_proj(encoder.user_embedding.weight[0])).tolist()
-    np.testing.assert_allclose(unpack_embedding(features.item_embedding(7) or ""), item, atol=1e-3)
-    np.testing.assert_allclose(unpack_embedding(features.unknown_user_embedding), unknown, atol=1e-3)
-    signs = np.where(features.users[1:] >= 0, 1.0, -1.0)  # the codes are the signs of these values
-    np.testing.assert_array_equal(signs, encoder.user_codes()[1:].numpy())
