@@ -103,6 +103,12 @@ class ModelManifest(BaseModel):
         default=None,
         description="When set, the served score blends P(Yes) with the code score (contract/fusion.py).",
     )
+    embedding_tokens: int = Field(
+        default=0,
+        ge=0,
+        description="CoLLM: packed CF embeddings written into the vocabulary as tokens (for vLLM), from the "
+        "codes directory `code_version` names; 0 = served in-process only.",
+    )
 
 
 class UnknownEmbeddings(BaseModel):

@@ -127,6 +127,16 @@ def classifier_architecture(config: Mapping[str, object]) -> str:
 
 def hf_overrides(manifest: Mapping[str, object], config: Mapping[str, object]) -> dict[str, object]:
     """The --hf-overrides that make the logits of the No and Yes pieces a 2-way softmax classifier."""
+    style = manifest.get("prompt_style")
+    if (
+        isinstance(style, dict)
+        and style.get("encoding") == "embeddings"
+        and not manifest.get("embedding_tokens")
+    ):
+        raise LaunchError(
+            "a CoLLM model (encoding 'embeddings') without embedding tokens: vLLM reads its soft tokens from the "
+            "vocabulary; re-export it with `binllm llm export --codes DIR`"
+        )
     try:
         no_piece, yes_piece = str(manifest["no_token"]), str(manifest["yes_token"])
     except KeyError as exc:

@@ -518,6 +518,13 @@ def export_command(
         str | None,
         typer.Option("--code-mode", help="Untuned base only: 'binary' (default), 'dotted', 'hex'."),
     ] = None,
+    codes: Annotated[
+        Path | None,
+        typer.Option(
+            "--codes",
+            help="CoLLM adapters: the codes directory whose CF embeddings become vocabulary tokens (for vLLM).",
+        ),
+    ] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
 ) -> None:
     """Merge the adapter into the base, save safetensors + tokenizer + binllm.json; print the vLLM command."""
@@ -527,7 +534,7 @@ def export_command(
     from model_store.llm.export import export_base, export_merged, vllm_serve_command
 
     if adapter is not None:
-        manifest = export_merged(adapter, out, base_dir=base)
+        manifest = export_merged(adapter, out, base_dir=base, features=_features(codes))
     else:
         style = PromptStyle.model_validate(_style_override(layout, code_mode))
         manifest = export_base(_base_or_default(base), out, with_codes=with_codes, prompt_style=style)

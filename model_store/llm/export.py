@@ -25,6 +25,7 @@ import torch
 from peft import PeftModel
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from model_store.codes.features import CollabFeatures
 from model_store.contract.fusion import ScoreFusion
 from model_store.contract.prompts import PromptStyle
 from model_store.contract.snapshot import MANIFEST_FILENAME, ModelManifest
@@ -33,6 +34,7 @@ from model_store.errors import BinllmJobError
 from model_store.llm.answer import find_answer_tokens
 from model_store.llm.models import load_causal_lm, smollm2_cache_dir
 from model_store.llm.soft_tokens import Projector, has_projector
+from model_store.llm.soft_vocab import add_embedding_tokens, packed_embeddings
 from model_store.llm.tune import read_adapter_card
 
 VERSION_HEX_CHARS = 16
@@ -71,6 +73,7 @@ def write_servable(
     base_model: str | None,
     fusion: ScoreFusion | None = None,
     projector: Projector | None = None,
+    embedding_tokens: int = 0,
 ) -> ModelManifest:
     """Save weights, tokenizer (and a CoLLM projector) and manifest into a temporary sibling, then move it
     into place.
@@ -98,6 +101,7 @@ def write_servable(
             metrics=metrics,
             base_model=base_model,
             fusion=fusion,
+            embedding_tokens=embedding_tokens,
         )
         (tmp / MANIFEST_FILENAME).write_text(manifest.model_dump_json(indent=1) + "\n", encoding="utf-8")
         shutil.rmtree(out, ignore_errors=True)
@@ -113,8 +117,13 @@ def export_merged(
     *,
     base_dir: str | Path | None = None,
     metrics: dict[str, Any] | None = None,
+    features: CollabFeatures | None = None,
 ) -> ModelManifest:
-    """Merge a tuned adapter into its base and write a servable directory; the adapter's card fills the manifest."""
+    """Merge a tuned adapter into its base and write a servable directory; the adapter's card fills the manifest.
+
+    A CoLLM adapter (with a projector) needs `features`, its codes directory's CF embeddings: each becomes a
+    vocabulary token (`soft_vocab.add_embedding_tokens`), so vLLM serves the model too.
+    """
     adapter = Path(adapter_dir)
     if not (adapter / "adapter_config.json").is_file():
         raise BinllmJobError(f"{adapter}: not a LoRA adapter directory (no adapter_config.json)")
@@ -124,6 +133,13 @@ def export_merged(
         base = smollm2_cache_dir()  # a card written on another machine names that machine's path
     model, tokenizer = merge_adapter(base, adapter)
     projector = Projector.from_dir(adapter) if has_projector(adapter) else None
+    tokens = 0
+    if projector is not None:
+        if features is None:
+            raise BinllmJobError(
+                f"{adapter} is a CoLLM adapter: export it with its codes directory (--codes)"
+            )
+        tokens = add_embedding_tokens(model, tokenizer, projector, packed_embeddings(features))
     return write_servable(
         model,
         tokenizer,
@@ -135,6 +151,7 @@ def export_merged(
         base_model=str(base),
         fusion=card.fusion if card else None,
         projector=projector,
+        embedding_tokens=tokens,
     )
 
 

@@ -11,8 +11,13 @@ import pytest
 import torch
 
 from model_store.codes.features import CollabFeatures
+from model_store.data.io import read_split
+from model_store.errors import BinllmJobError
+from model_store.llm.dataset import build_prompts
 from model_store.llm.evaluate import evaluate_split
 from model_store.llm.export import export_merged
+from model_store.llm.models import load_causal_lm
+from model_store.llm.scorer import PromptScorer
 from model_store.llm.soft_tokens import PROJECTOR_PATH, Projector
 from model_store.llm.tune import tune
 from tests.unit.model_store.llm.test_tune import RuleCodes, _adapter_weights, _config, _splits
@@ -82,7 +87,11 @@ def test_the_exported_model_scores_the_split_as_its_best_validation_did(tiny_lla
     config = _collm_config(tiny_llama_dir, tmp_path)
     tune(config, codes=RuleCodes(), features=_features())
     merged = tmp_path / "merged"
-    manifest = export_merged(tmp_path / "out" / "adapter", merged, base_dir=tiny_llama_dir)
+    with pytest.raises(BinllmJobError, match="codes directory"):
+        export_merged(tmp_path / "out" / "adapter", merged, base_dir=tiny_llama_dir)
+    manifest = export_merged(
+        tmp_path / "out" / "adapter", merged, base_dir=tiny_llama_dir, features=_features()
+    )
     assert manifest.prompt_style.encoding == "embeddings" and (merged / PROJECTOR_PATH).is_file()
     metrics = evaluate_split(
         merged, config.valid, codes=RuleCodes(), features=_features(), dtype="float32", progress=False
@@ -91,3 +100,26 @@ def test_the_exported_model_scores_the_split_as_its_best_validation_did(tiny_lla
     assert metrics["auc"] == pytest.approx(best, abs=1e-3) and metrics["auc"] > 0.9
     with pytest.raises(ValueError, match="CF embeddings"):
         evaluate_split(merged, config.valid, codes=RuleCodes(), dtype="float32", progress=False)
+
+
+def test_the_vocabulary_tokens_score_as_the_in_process_soft_tokens(tiny_llama_dir, tmp_path):
+    """vLLM's path: the tokenizer maps each marker to its added token, whose row is the projected embedding."""
+    config = _collm_config(tiny_llama_dir, tmp_path, epochs=1)
+    tune(config, codes=RuleCodes(), features=_features())
+    merged = tmp_path / "merged"
+    manifest = export_merged(
+        tmp_path / "out" / "adapter", merged, base_dir=tiny_llama_dir, features=_features()
+    )
+    assert manifest.embedding_tokens == 2 + 5 + 128  # unknown user and item, 5 users, 128 items
+    data = build_prompts(
+        read_split(config.valid), codes=RuleCodes(), style=manifest.prompt_style, features=_features()
+    )
+    in_process = PromptScorer.from_dir(merged, dtype="float32")  # markers -> projector, at run time
+    expected = in_process.score_prompts(data.prompts[:6])
+    model, tokenizer = load_causal_lm(merged, dtype=torch.float32, device="cpu")  # as vLLM loads it
+    plain = PromptScorer(model, tokenizer)
+    ids = [list(row) for row in tokenizer(data.prompts[:6])["input_ids"]]
+    assert all(min(row) >= 0 for row in ids) and all(max(row) >= 49152 for row in ids)  # added tokens
+    with torch.no_grad():
+        vocab = torch.sigmoid(plain._last_token_margins(ids)).tolist()
+    np.testing.assert_allclose(vocab, expected, rtol=0, atol=1e-4)
