@@ -2,7 +2,9 @@
 
 Configurations, same model and process: the papers' wording with 32-bit binary codes in fp32 (the baseline:
 what the service scored before the serving layout), then the serving layout with hex codes (the candidate's
-title, code and answer cue last; ~15 SmolLM2 tokens per candidate instead of ~60) in fp32 and in bf16.
+title, code and answer cue last; ~15 SmolLM2 tokens per candidate instead of ~60) in fp32 and in bf16, then
+CoLLM's encoding in the same layout (one soft token per side instead of the code: an untrained projector,
+since only the speed is measured) in fp32 and in bf16.
 Workloads: 1 user x 100 candidates, and 8 users x 20 candidates scored together in shared passes
 (`PromptScorer.score_groups`) against the same 8 users one after another. Users and titles are real ML-1M
 rows when the split is present (read only), codes random. bf16 runs the weights in bf16 and keeps the Yes/No
@@ -33,12 +35,14 @@ from model_store.contract.prompts import (
     CandidateItem,
     PromptStyle,
     UserContext,
+    pack_embedding,
     render_candidate_suffix,
     render_user_prefix,
 )
 from model_store.data.io import read_split
 from model_store.llm.models import cpu_flags, cpu_has_bf16, ensure_smollm2, load_causal_lm
 from model_store.llm.scorer import PromptScorer
+from model_store.llm.soft_tokens import Projector, encode_prompts, install_projector, remove_projector
 
 DEFAULT_SPLIT = (
     Path(__file__).resolve().parents[1].parent / "shared/data/ml-1m-collm/valid_small_ood2.jsonl.gz"
@@ -46,7 +50,9 @@ DEFAULT_SPLIT = (
 STYLES = {
     "paper": PromptStyle(layout="paper", code_mode="binary"),
     "serving": PromptStyle(layout="serving", code_mode="hex"),
+    "collm": PromptStyle(layout="serving", code_mode="hex", encoding="embeddings"),
 }
+COLLM_WIDTH = 32  # CF embedding values per side (the codes' width)
 Group = tuple[str, list[str]]
 T = TypeVar("T")
 
@@ -63,13 +69,23 @@ def real_users(split: Path, n_users: int, n_titles: int) -> tuple[list[list[str]
 def workload(
     style: PromptStyle, histories: Sequence[list[str]], titles: Sequence[str], per_user: int
 ) -> list[Group]:
-    """One (prefix, suffixes) group per user, `per_user` candidates each, seeded random codes."""
+    """One (prefix, suffixes) group per user, `per_user` candidates each, seeded random codes (and, for
+    CoLLM's encoding, seeded random CF embeddings)."""
     rng = random.Random(0)
+
+    def embedding() -> str:
+        return pack_embedding([rng.uniform(-1, 1) for _ in range(COLLM_WIDTH)])
+
     groups = []
     for index, history in enumerate(histories):
-        user = UserContext(history_titles=tuple(history), code=rng.getrandbits(style.bits))
+        user = UserContext(
+            history_titles=tuple(history), code=rng.getrandbits(style.bits), embedding=embedding()
+        )
         picked = titles[index * per_user : (index + 1) * per_user] or titles[:per_user]
-        items = [CandidateItem(title=title, code=rng.getrandbits(style.bits)) for title in picked]
+        items = [
+            CandidateItem(title=title, code=rng.getrandbits(style.bits), embedding=embedding())
+            for title in picked
+        ]
         suffixes = [render_candidate_suffix(item, style, with_codes=True) for item in items]
         groups.append((render_user_prefix(user, style, with_codes=True), suffixes))
     return groups
@@ -86,9 +102,10 @@ def token_counts(scorer: PromptScorer, groups: Sequence[Group]) -> tuple[int, li
     """Tokens the scorer runs: each user's prefix once, plus what each candidate adds beyond it."""
     prefix_total, added = 0, []
     for prefix, suffixes in groups:
-        prefix_len = len(scorer.tokenizer(prefix)["input_ids"])
+        prefix_len = len(encode_prompts(scorer.tokenizer, [prefix]).ids[0])
         prefix_total += prefix_len
-        added += [len(scorer.tokenizer(prefix + s)["input_ids"]) - prefix_len for s in suffixes]
+        full = encode_prompts(scorer.tokenizer, [prefix + s for s in suffixes]).ids
+        added += [len(ids) - prefix_len for ids in full]
     return prefix_total, added
 
 
@@ -149,11 +166,18 @@ def main() -> None:
     peaks = peak_gflops(args.threads)
     print(", ".join(f"{dtype} peak {gflops:.0f} GFLOP/s" for dtype, gflops in peaks.items()))
 
-    configs = [("paper", "float32")] + [("serving", dtype) for dtype in args.dtypes.split(",")]
+    dtypes = args.dtypes.split(",")
+    configs = [("paper", "float32")] + [(layout, d) for layout in ("serving", "collm") for d in dtypes]
+    torch.manual_seed(0)
+    projector = Projector(COLLM_WIDTH, int(model.config.hidden_size))  # untrained: speed only
     results: dict[tuple[str, str], float] = {}
     reference: dict[str, list[float]] = {}
     for layout, dtype in configs:
         model.to(getattr(torch, dtype))
+        if layout == "collm":
+            install_projector(model, projector)
+        else:
+            remove_projector(model)
         scorer = PromptScorer(model, tokenizer)
         one = workload(STYLES[layout], histories[:1], titles, 100)
         eight = workload(STYLES[layout], histories, titles, 20)
