@@ -8,6 +8,7 @@ title of realistic length), publishes it with `binllm publish`'s Redis publisher
 - bytes per user / per item: the mean `MEMORY USAGE` of sampled keys (key, value and Redis' per-key
   overhead), checked against the growth of `used_memory` over the whole publish;
 - the same user stored the old way (10 titles instead of 10 ids), for comparison;
+- users and items as a CoLLM snapshot stores them (each with its packed CF embedding);
 - users/s: users published per second of the whole publish (write, verify, switch; items included);
 - lookup latency: the service's own store (`app.store`) answering `lookup(user, 20 candidates)` one at a
   time, with the item cache off (every entry read from Redis) and at its default size (warmed).
@@ -39,6 +40,7 @@ from typing import Any
 import redis
 
 from app.store.redis import RedisStore
+from model_store.contract.prompts import pack_embedding
 from model_store.contract.snapshot import (
     ItemEntry,
     ModelManifest,
@@ -189,6 +191,32 @@ def old_style_user_bytes(client: Any, snapshot: Snapshot, sample: list[str]) -> 
         client.delete(*keys)
 
 
+def collm_entry_bytes(
+    client: Any, snapshot: Snapshot, users: list[str], items: list[str]
+) -> tuple[float, float]:
+    """Users and items stored as for a CoLLM model (each with a packed 32-value CF embedding besides its code),
+    measured under a scratch namespace: (bytes per user, bytes per item)."""
+    rng = random.Random(2)
+
+    def embedding() -> str:
+        return pack_embedding([rng.uniform(-1, 1) for _ in range(32)])
+
+    version, keys = snapshot.manifest.version, []
+    for user_id in users:
+        entry = snapshot.users[user_id].model_copy(update={"embedding": embedding()})
+        keys.append(user_key(version, user_id, "collm"))
+        client.set(keys[-1], entry_json(entry))
+    n_users = len(keys)
+    for item_id in items:
+        item = snapshot.items[item_id].model_copy(update={"embedding": embedding()})
+        keys.append(item_key(version, item_id, "collm"))
+        client.set(keys[-1], entry_json(item))
+    try:
+        return mean_key_bytes(client, keys[:n_users]), mean_key_bytes(client, keys[n_users:])
+    finally:
+        client.delete(*keys)
+
+
 async def lookup_seconds(
     url: str, cluster: bool, ids: tuple[list[str], list[str]], n: int, cache: int
 ) -> list[float]:
@@ -249,6 +277,7 @@ def run(url: str, args: argparse.Namespace) -> dict[str, Any]:
     per_user = mean_key_bytes(client, [user_key(version, u, "binllm") for u in user_sample])
     per_item = mean_key_bytes(client, [item_key(version, i, "binllm") for i in item_sample])
     per_user_titles = old_style_user_bytes(client, snapshot, user_sample[:1000])
+    collm_user, collm_item = collm_entry_bytes(client, snapshot, user_sample[:1000], item_sample[:1000])
     ids = (list(snapshot.users), list(snapshot.items))
     del snapshot  # millions of live objects would make the collector's full passes the p99
     gc.collect()
@@ -266,6 +295,8 @@ def run(url: str, args: argparse.Namespace) -> dict[str, Any]:
         "bytes_per_user": round(per_user, 1),
         "bytes_per_user_with_titles": round(per_user_titles, 1),
         "bytes_per_item": round(per_item, 1),
+        "bytes_per_user_collm": round(collm_user, 1),
+        "bytes_per_item_collm": round(collm_item, 1),
         "used_memory_growth_bytes": grown,
         "predicted_growth_bytes": int(predicted),
         "sizing_bytes_per_user": round(sizing_user, 1),
@@ -309,6 +340,10 @@ def main() -> None:
         f"{figures['bytes_per_user_with_titles']:.0f} with 10 titles)"
     )
     print(f"bytes per item: {figures['bytes_per_item']:.0f}")
+    print(
+        f"for a CoLLM model (a packed 32-value CF embedding per entry): bytes per user "
+        f"{figures['bytes_per_user_collm']:.0f}, per item {figures['bytes_per_item_collm']:.0f}"
+    )
     print(
         f"used_memory grew {figures['used_memory_growth_bytes'] / 1e6:.1f} MB "
         f"(per-key figures predict {figures['predicted_growth_bytes'] / 1e6:.1f} MB)"
