@@ -20,6 +20,7 @@ from typing import Protocol
 import numpy as np
 import pyarrow as pa
 
+from model_store.codes.features import CollabFeatures
 from model_store.contract.prompts import (
     MAX_HISTORY_TITLES,
     CandidateItem,
@@ -29,21 +30,6 @@ from model_store.contract.prompts import (
     render_candidate_suffix,
     render_user_prefix,
 )
-
-
-class EmbeddingLookup(Protocol):
-    """What the prompt builder needs for CoLLM's soft tokens (`model_store.llm.soft_tokens.CollabFeatures`):
-    packed CF embeddings (`model_store.contract.prompts.pack_embedding`)."""
-
-    @property
-    def unknown_user_embedding(self) -> str: ...
-
-    @property
-    def unknown_item_embedding(self) -> str: ...
-
-    def user_embedding(self, uid: int) -> str | None: ...
-
-    def item_embedding(self, iid: int) -> str | None: ...
 
 
 class CodeLookup(Protocol):
@@ -143,7 +129,7 @@ def build_prompts(
     seed: int = 0,
     sample_groups: bool = False,
     unknown_item_share: float = 0.0,
-    features: EmbeddingLookup | None = None,
+    features: CollabFeatures | None = None,
 ) -> PromptSet:
     """Render every (kept) row of a split as a prompt: with codes where `codes` knows both ids, else text-only.
 

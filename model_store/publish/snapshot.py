@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from model_store.codes.features import CollabFeatures
 from model_store.contract.fusion import CodeScore
 from model_store.contract.prompts import MAX_HISTORY_TITLES
 from model_store.contract.snapshot import (
@@ -64,23 +65,6 @@ class CodeSource(Protocol):
     def code_score(self) -> CodeScore | None:
         """The codes' own score (scale, bias, unknown codes), published for the service's fallback."""
         ...
-
-
-class EmbeddingSource(Protocol):
-    """What the publisher needs for a CoLLM model (`model_store.codes.features.CollabFeatures`)."""
-
-    @property
-    def width(self) -> int: ...
-
-    @property
-    def unknown_user_embedding(self) -> str: ...
-
-    @property
-    def unknown_item_embedding(self) -> str: ...
-
-    def user_embedding(self, uid: int) -> str | None: ...
-
-    def item_embedding(self, iid: int) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -144,7 +128,7 @@ def build_snapshot(
     *,
     version: str | None = None,
     extra_items: dict[int, str] | None = None,
-    features: EmbeddingSource | None = None,
+    features: CollabFeatures | None = None,
 ) -> Snapshot:
     """Assemble the snapshot: every user and item of the data with its code (and, for a CoLLM model, its
     packed CF embedding from `features`, required then); ids become strings."""
