@@ -35,6 +35,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+from service_overhead import stop
 
 from app.schemas import PredictResponse, ReadyResponse
 
@@ -82,12 +83,7 @@ def served(port: int, log_path: Path, timeout_s: float) -> Iterator[tuple[str, R
             ready = wait_ready(url, proc, timeout_s)
             yield url, ready, time.perf_counter() - started
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop(proc, timeout_s=30)
 
 
 def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float) -> ReadyResponse:

@@ -55,6 +55,16 @@ def wait_http(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 30.0) 
     raise SystemExit(f"{url} not ready after {timeout_s} s")
 
 
+def stop(proc: subprocess.Popen[bytes], timeout_s: float = 10.0) -> None:
+    """Terminate a server we started; kill it if it has not exited within `timeout_s`."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 @contextmanager
 def process(args: list[str], env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
     """Run a server for the duration of the block, then stop it."""
@@ -62,11 +72,7 @@ def process(args: list[str], env: dict[str, str] | None = None) -> Iterator[subp
     try:
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc)
 
 
 def synthetic_snapshot(n_users: int, n_items: int, seed: int = 0) -> Snapshot:

@@ -76,11 +76,11 @@ def start_redis(workdir: Path, port: int | None = None) -> tuple[subprocess.Pope
     return proc, f"redis://127.0.0.1:{port}/0"
 
 
-def stop_process(proc: subprocess.Popen[bytes]) -> None:
-    """Terminate a server we started, killing it if it does not exit within 5 s."""
+def stop_process(proc: subprocess.Popen[bytes], timeout_s: float = 5.0) -> None:
+    """Terminate a server we started, killing it if it does not exit within `timeout_s`."""
     proc.terminate()
     try:
-        proc.wait(timeout=5)
+        proc.wait(timeout=timeout_s)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(timeout=5)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.integration.conftest import free_port
+from tests.integration.conftest import free_port, stop_process
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -54,9 +54,4 @@ def running_service(
             time.sleep(0.1)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, timeout_s=10)
