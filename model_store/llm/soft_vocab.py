@@ -25,8 +25,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import torch
-from tokenizers import AddedToken
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AddedToken, PreTrainedModel, PreTrainedTokenizerBase
 
 from model_store.codes.features import CollabFeatures
 from model_store.contract.prompts import embedding_marker, unpack_embedding
