@@ -56,6 +56,13 @@ def unpack_signs(codes: np.ndarray, bits: int) -> np.ndarray:
     return ones.astype(np.float32) * 2.0 - 1.0
 
 
+def find_ids(ids: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """Positions of `wanted` in sorted `ids`, -1 where absent."""
+    pos = np.clip(np.searchsorted(ids, wanted), 0, max(ids.size - 1, 0))
+    found = (ids[pos] == wanted) if ids.size else np.zeros(wanted.shape, dtype=bool)
+    return np.where(found, pos, -1)
+
+
 @dataclass(frozen=True)
 class CodeBook:
     """Codes of known users and items (ids sorted), the two unknown codes and the score's scale and bias."""
@@ -90,13 +97,6 @@ class CodeBook:
             digest.update(codes.astype("<u8").tobytes())
         return digest.hexdigest()[:12]
 
-    @staticmethod
-    def _find(ids: np.ndarray, wanted: np.ndarray) -> np.ndarray:
-        """Positions of `wanted` in sorted `ids`, -1 where absent."""
-        pos = np.clip(np.searchsorted(ids, wanted), 0, max(ids.size - 1, 0))
-        found = (ids[pos] == wanted) if ids.size else np.zeros(wanted.shape, dtype=bool)
-        return np.where(found, pos, -1)
-
     def code_score(self) -> CodeScore:
         """The parameters of `score` as the service needs them (no numpy): published with every snapshot,
         so the service can answer with the codes alone when the LLM cannot."""
@@ -110,12 +110,12 @@ class CodeBook:
 
     def user_code(self, uid: int) -> int | None:
         """The user's code, or None if the encoder never saw the user."""
-        pos = int(self._find(self.user_ids, np.array([uid], dtype=np.int64))[0])
+        pos = int(find_ids(self.user_ids, np.array([uid], dtype=np.int64))[0])
         return int(self.user_codes[pos]) if pos >= 0 else None
 
     def item_code(self, iid: int) -> int | None:
         """The item's code, or None if the encoder never saw the item."""
-        pos = int(self._find(self.item_ids, np.array([iid], dtype=np.int64))[0])
+        pos = int(find_ids(self.item_ids, np.array([iid], dtype=np.int64))[0])
         return int(self.item_codes[pos]) if pos >= 0 else None
 
     def score(self, user_ids: np.ndarray, item_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -129,7 +129,7 @@ class CodeBook:
     def _lookup(
         self, ids: np.ndarray, codes: np.ndarray, unknown: int, wanted: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        pos = self._find(ids, np.asarray(wanted, dtype=np.int64))  # (N,)
+        pos = find_ids(ids, np.asarray(wanted, dtype=np.int64))  # (N,)
         missing = pos < 0
         picked = codes[np.maximum(pos, 0)] if codes.size else np.zeros(pos.shape, dtype=np.uint64)
         return np.where(missing, np.uint64(unknown), picked).astype(np.uint64), missing

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from model_store.codes.codebook import find_ids, load_codes
 from model_store.contract.prompts import pack_embedding
 
 
@@ -37,7 +38,6 @@ class CollabFeatures:
         """tanh(proj(embedding)) of every encoder row, keyed by the codebook's ids (same order as the codes)."""
         import torch
 
-        from model_store.codes.codebook import load_codes
         from model_store.codes.model import BinMF
 
         book = load_codes(directory)
@@ -71,15 +71,17 @@ class CollabFeatures:
 
     def user_embedding(self, uid: int) -> str | None:
         """The packed embedding of a known user, None for one the encoder never saw."""
-        position = _position(self.user_ids, uid)
-        return None if position is None else self._pack("user", 1 + position)
+        position = int(find_ids(self.user_ids, np.array([uid], dtype=np.int64))[0])
+        return None if position < 0 else self._pack("user", 1 + position)
 
     def item_embedding(self, iid: int) -> str | None:
         """The packed embedding of a known item, None for one the encoder never saw."""
-        position = _position(self.item_ids, iid)
-        return None if position is None else self._pack("item", 1 + position)
+        position = int(find_ids(self.item_ids, np.array([iid], dtype=np.int64))[0])
+        return None if position < 0 else self._pack("item", 1 + position)
 
-
-def _position(ids: np.ndarray, wanted: int) -> int | None:
-    position = int(np.searchsorted(ids, wanted))
-    return position if position < ids.size and int(ids[position]) == wanted else None
+    def every_embedding(self) -> list[str]:
+        """Every packed embedding a prompt of these codes can carry: the unknown user and each known user,
+        then the unknown item and each known item."""
+        return [self._pack("user", row) for row in range(len(self.users))] + [
+            self._pack("item", row) for row in range(len(self.items))
+        ]

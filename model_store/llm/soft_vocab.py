@@ -33,11 +33,8 @@ from model_store.llm.soft_tokens import Projector
 
 
 def packed_embeddings(features: CollabFeatures) -> list[str]:
-    """Every packed embedding a snapshot of these codes can carry: known users, known items, the unknowns."""
-    packed = [features.unknown_user_embedding, features.unknown_item_embedding]
-    packed += [features.user_embedding(int(uid)) or "" for uid in features.user_ids]
-    packed += [features.item_embedding(int(iid)) or "" for iid in features.item_ids]
-    return list(dict.fromkeys(p for p in packed if p))
+    """Every distinct packed embedding a snapshot of these codes can carry (known users and items, the unknowns)."""
+    return list(dict.fromkeys(features.every_embedding()))
 
 
 @torch.no_grad()
