@@ -30,6 +30,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import TypeVar
 
 from app import metrics
 from app.admission import Admission
@@ -50,14 +51,17 @@ from app.store.base import CatalogLookup, CatalogStore, history_titles
 from model_store.contract.fusion import CodeScore, ScoreFusion
 from model_store.contract.prompts import (
     CandidateItem,
+    PromptStyle,
     UserContext,
     fill_unknown,
+    has_feature,
     render_candidate_suffix,
     render_user_prefix,
 )
 from model_store.contract.snapshot import ModelManifest, UnknownEmbeddings
 
 logger = logging.getLogger(__name__)
+Side = TypeVar("Side", UserContext, CandidateItem)
 
 
 @dataclass(frozen=True)
@@ -87,27 +91,24 @@ def plan_prompts(
     """
     style = model.prompt_style
     unknown = code_score if style.unknown_codes == "learned" else None
-    soft = style.encoding == "embeddings"
-    unknown_soft = unknown_embeddings if soft and unknown is not None else None
-    user_known = uses_feature(user.code, user.embedding, soft)
+    unknown_soft = unknown_embeddings if unknown is not None and style.encoding == "embeddings" else None
+    user_known = has_feature(user, style)
     if unknown is not None:
-        user = user.model_copy(update={"code": fill_unknown(user.code, unknown.unknown_user_code, style)})
-    if unknown_soft is not None:
-        user = user.model_copy(update={"embedding": fill_unknown(user.embedding, unknown_soft.user, style)})
-    warm_ok = model.with_codes and uses_feature(user.code, user.embedding, soft)
+        user = with_unknown(
+            user, unknown.unknown_user_code, unknown_soft.user if unknown_soft else None, style
+        )
+    warm_ok = model.with_codes and has_feature(user, style)
     suffixes: dict[bool, list[str]] = {True: [], False: []}
     where: dict[str, tuple[bool, int]] = {}
     cold: list[str] = []
     for item_id, item in items.items():
-        if not (model.with_codes and user_known and uses_feature(item.code, item.embedding, soft)):
+        if not (model.with_codes and user_known and has_feature(item, style)):
             cold.append(item_id)
         if unknown is not None:
-            item = item.model_copy(update={"code": fill_unknown(item.code, unknown.unknown_item_code, style)})
-        if unknown_soft is not None:
-            item = item.model_copy(
-                update={"embedding": fill_unknown(item.embedding, unknown_soft.item, style)}
+            item = with_unknown(
+                item, unknown.unknown_item_code, unknown_soft.item if unknown_soft else None, style
             )
-        codes = warm_ok and uses_feature(item.code, item.embedding, soft)
+        codes = warm_ok and has_feature(item, style)
         where[item_id] = (codes, len(suffixes[codes]))
         suffixes[codes].append(render_candidate_suffix(item, style, with_codes=codes))
     groups: list[PromptGroup] = []
@@ -122,10 +123,13 @@ def plan_prompts(
     return PromptPlan(groups=groups, slots=slots, cold=cold, cold_reason=reason)
 
 
-def uses_feature(code: int | None, embedding: str | None, soft: bool) -> bool:
-    """Whether one side can be written with its collaborative feature: its code, or for a CoLLM model its
-    embedding (published with the code: a snapshot for a CoLLM model has both or neither)."""
-    return (embedding if soft else code) is not None
+def with_unknown(side: Side, code: int, embedding: str | None, style: PromptStyle) -> Side:
+    """`side` with the learned unknown code (and, for a CoLLM model, embedding) standing in for a missing
+    one: one copy per candidate on the request path."""
+    update: dict[str, object] = {"code": fill_unknown(side.code, code, style)}
+    if embedding is not None:
+        update["embedding"] = fill_unknown(side.embedding, embedding, style)
+    return side.model_copy(update=update)
 
 
 def _check_scores(groups: Sequence[PromptGroup], scores: list[list[float]], backend: str) -> None:

@@ -129,11 +129,17 @@ def fill_unknown(code: T | None, unknown: T | None, style: PromptStyle) -> T | N
     return code
 
 
+def has_feature(side: UserContext | CandidateItem, style: PromptStyle | None = None) -> bool:
+    """Whether one side can be written with its collaborative feature: its code, or, for the 'embeddings'
+    encoding, its packed embedding."""
+    if style is not None and style.encoding == "embeddings":
+        return side.embedding is not None
+    return side.code is not None
+
+
 def uses_codes(user: UserContext, item: CandidateItem, style: PromptStyle | None = None) -> bool:
     """BinLLM wording needs both codes (CoLLM's, both embeddings); otherwise the text-only (cold-start) one."""
-    if style is not None and style.encoding == "embeddings":
-        return user.embedding is not None and item.embedding is not None
-    return user.code is not None and item.code is not None
+    return has_feature(user, style) and has_feature(item, style)
 
 
 def pack_embedding(values: Sequence[float]) -> str:

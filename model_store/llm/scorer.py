@@ -80,7 +80,7 @@ class PromptScorer:
             answer = AnswerTokens(
                 manifest.yes_token, manifest.no_token, manifest.yes_token_id, manifest.no_token_id
             )
-        if has_projector(model_dir):  # a CoLLM model: soft tokens read the table each call passes
+        if has_projector(model_dir):  # a CoLLM model: its soft tokens read the embeddings in the prompts
             install_projector(model, Projector.from_dir(model_dir))
         return cls(model, tokenizer, answer)
 
