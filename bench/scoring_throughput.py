@@ -71,10 +71,10 @@ def workload(
 ) -> list[Group]:
     """One (prefix, suffixes) group per user, `per_user` candidates each, seeded random codes (and, for
     CoLLM's encoding, seeded random CF embeddings)."""
-    rng = random.Random(0)
+    rng, soft_rng = random.Random(0), random.Random(1)  # the codes drawn as before CoLLM's embeddings
 
     def embedding() -> str:
-        return pack_embedding([rng.uniform(-1, 1) for _ in range(COLLM_WIDTH)])
+        return pack_embedding([soft_rng.uniform(-1, 1) for _ in range(COLLM_WIDTH)])
 
     groups = []
     for index, history in enumerate(histories):

@@ -56,10 +56,11 @@ def _codes(codes: Path | None) -> CodeLookup | None:
 
 def _features(codes: Path | None) -> CollabFeatures | None:
     """The CF embeddings of a codes directory (what a CoLLM model's soft tokens read), None without one."""
-    if codes is None or not (codes / "encoder.safetensors").is_file():
-        return None
     from model_store.codes.features import CollabFeatures
+    from model_store.codes.model import WEIGHTS_FILENAME
 
+    if codes is None or not (codes / WEIGHTS_FILENAME).is_file():
+        return None
     return CollabFeatures.from_codes_dir(codes)
 
 
