@@ -72,12 +72,13 @@ class LocalSettings(BaseModel):
     threads: int | None = Field(
         default=None, ge=1, description="torch intra-op threads; None = torch default."
     )
-    dtype: Literal["auto", "float32", "bfloat16"] = Field(
+    dtype: Literal["auto", "float32", "bfloat16", "int8"] = Field(
         default="auto",
-        description="Weights' dtype. auto = bf16 where the hardware multiplies it natively (CUDA, CPUs with "
-        "AVX512-BF16 or AMX), else fp32 (emulated bf16 is slower than fp32); what bf16 does to AUC/UAUC is "
-        "measured by bench/bf16_quality.py (paired bootstrap on ML-1M valid, README). The Yes/No margin and "
-        "sigmoid stay fp32 either way.",
+        description="What runs the weights. auto = bf16 where the hardware multiplies it natively (CUDA, CPUs "
+        "with AVX512-BF16 or AMX), else fp32 (emulated bf16 is slower than fp32); int8 = the decoder's linear "
+        "layers with dynamic int8 weights (CPU only, for CPUs without native bf16). What bf16 and int8 do to "
+        "AUC/UAUC is measured by bench/bf16_quality.py (paired bootstrap on ML-1M valid, README). The Yes/No "
+        "margin and sigmoid stay fp32 either way.",
     )
     chunk_candidates: int | None = Field(
         default=32,

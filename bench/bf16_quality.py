@@ -1,6 +1,8 @@
-"""What serving in bf16 costs in quality: the same ML-1M valid rows scored in fp32 and in bf16, AUC/UAUC compared.
+"""What serving in bf16 (or int8) costs in quality: the same ML-1M valid rows scored in fp32 and in bf16, compared.
 
-The served model directory is loaded in fp32 and in bf16 (`load_causal_lm(dtype=...)`) and each copy scores
+The served model directory is loaded in fp32 and in bf16 (`load_causal_lm(dtype=...)`), or with `--candidate
+int8` in the int8 engine (`model_store.llm.int8`: the decoder's linear layers with dynamic int8 weights,
+for CPUs without native bf16; the summary's keys then say int8 where they say bf16), and each copy scores
 the very same rows through `PromptScorer.score_groups`, the path the embedded service runs, with the Yes/No
 tokens its manifest records. Only the weights and activations change dtype: the Yes/No margin and the sigmoid
 stay in fp32 in both. A second fp32 run batches the rows differently (`--jitter-batch-size`,
@@ -11,7 +13,8 @@ history) groups, seeded; `--max-samples 0` = the whole split). The served score 
 it declares one (as `/predict` and `llm eval` do), else P(Yes).
 
     python bench/bf16_quality.py [--model artifacts/demo/model] [--codes artifacts/demo/codes] \\
-        [--split ../shared/data/ml-1m-collm/valid_ood2.jsonl.gz] [--max-samples 0] [--threads 2]
+        [--split ../shared/data/ml-1m-collm/valid_ood2.jsonl.gz] [--max-samples 0] [--threads 2] \\
+        [--candidate bfloat16|int8]
 
 Prints one JSON line per run (auc, uauc, logloss, n, seconds, candidates_per_s), then, last, the summary:
 fp32 and bf16 AUC/UAUC, the differences bf16 - fp32 with their paired bootstrap 95% interval (users
@@ -52,7 +55,13 @@ from model_store.llm.evaluate import (
     split_prompts,
     warm_rows,
 )
-from model_store.llm.models import cpu_has_bf16, default_device, load_causal_lm
+from model_store.llm.models import (
+    cpu_has_bf16,
+    default_device,
+    load_causal_lm,
+    prepare_for_serving,
+    serving_dtype,
+)
 from model_store.llm.scorer import PromptScorer
 from model_store.metrics import evaluate_scores
 from model_store.paired_bootstrap import interval_excludes, intervals_as_dict, paired_bootstrap
@@ -63,6 +72,7 @@ DEFAULT_CODES = ROOT / "artifacts/demo/codes"  # the codes `make demo` publishes
 DEFAULT_SPLIT = ROOT.parent / "shared/data/ml-1m-collm/valid_ood2.jsonl.gz"
 TOLERANCE = 0.001  # the former bar: AUC and UAUC in bf16 within 0.001 of fp32 (kept as `within_0_001`)
 AUC_LOSS_BAR = 0.002  # bf16 is dropped only when its AUC interval shows a loss of at least this
+SHORT_NAMES = {"bfloat16": "bf16", "int8": "int8"}  # the candidate engine as the summary's keys name it
 
 
 def answer_tokens(model_dir: Path, scorer_tokenizer: Any) -> AnswerTokens:
@@ -77,10 +87,12 @@ def answer_tokens(model_dir: Path, scorer_tokenizer: Any) -> AnswerTokens:
 
 
 def score_rows(
-    model_dir: Path, dtype: torch.dtype, data: PromptSet, *, device: str, batch_size: int, rows_per_call: int
+    model_dir: Path, engine: str, data: PromptSet, *, device: str, batch_size: int, rows_per_call: int
 ) -> tuple[np.ndarray, float]:
-    """P(Yes) per row of `data` with the weights in `dtype`, and the seconds the scoring took (not the load)."""
-    model, tokenizer = load_causal_lm(model_dir, dtype=dtype, device=device)
+    """P(Yes) per row of `data` with the weights run by `engine` ("float32", "bfloat16", "int8"), and the
+    seconds the scoring took (not the load)."""
+    model, tokenizer = load_causal_lm(model_dir, dtype=serving_dtype(engine, device), device=device)
+    prepare_for_serving(model, engine)
     scorer = PromptScorer(model, tokenizer, answer_tokens(model_dir, tokenizer))
     groups, rows = prefix_text_groups(data)
     p_yes = np.zeros(len(data), dtype=np.float64)  # [N]
@@ -157,6 +169,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples of users")
     parser.add_argument(
+        "--candidate", choices=sorted(SHORT_NAMES), default="bfloat16", help="the engine compared with fp32"
+    )
+    parser.add_argument(
         "--scores-dir", type=Path, help="keep each run's scores here and reuse them on a rerun (same rows)"
     )
     return parser.parse_args(argv)
@@ -178,19 +193,20 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     )
     data, plan = prompted.data, prompted.plan
     fusion = read_fusion(args.model, None)
-    runs = {  # name -> (dtype, batch size, rows per call)
-        "float32": (torch.float32, args.batch_size, args.rows_per_call),
-        "bfloat16": (torch.bfloat16, args.batch_size, args.rows_per_call),
-        "float32_rebatched": (torch.float32, args.jitter_batch_size, args.jitter_rows_per_call),
+    candidate, short = args.candidate, SHORT_NAMES[args.candidate]
+    runs = {  # name -> (engine, batch size, rows per call)
+        "float32": ("float32", args.batch_size, args.rows_per_call),
+        candidate: (candidate, args.batch_size, args.rows_per_call),
+        "float32_rebatched": ("float32", args.jitter_batch_size, args.jitter_rows_per_call),
     }
     p_yes: dict[str, np.ndarray] = {}
     served: dict[str, np.ndarray] = {}
     lines: dict[str, dict[str, Any]] = {}
-    for name, (dtype, batch_size, rows_per_call) in runs.items():
+    for name, (engine, batch_size, rows_per_call) in runs.items():
         run = functools.partial(
             score_rows,
             args.model,
-            dtype,
+            engine,
             data,
             device=device,
             batch_size=batch_size,
@@ -198,7 +214,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         )
         p_yes[name], seconds = scores_of_run(args.scores_dir, name, len(data), run)
         served[name] = score = served_scores(fusion, prompted, codes, p_yes[name])
-        line: dict[str, Any] = {"run": name, "dtype": str(dtype).removeprefix("torch.")}
+        line: dict[str, Any] = {"run": name, "dtype": engine}
         line.update(evaluate_scores(data.uids, data.labels, score))
         line.update(batch_size=batch_size, rows_per_call=rows_per_call)
         if fusion is not None:
@@ -210,29 +226,30 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         name: paired_bootstrap(
             data.uids, data.labels, served["float32"], served[name], resamples=args.resamples, seed=args.seed
         )
-        for name in ("bfloat16", "float32_rebatched")
+        for name in (candidate, "float32_rebatched")
     }
-    bf16_ci, jitter_ci = bootstrap["bfloat16"], bootstrap["float32_rebatched"]
-    auc_loss = interval_excludes(bf16_ci["auc"], AUC_LOSS_BAR)
+    candidate_ci, jitter_ci = bootstrap[candidate], bootstrap["float32_rebatched"]
+    auc_loss = interval_excludes(candidate_ci["auc"], AUC_LOSS_BAR)
     uauc_bar = max(AUC_LOSS_BAR, abs(jitter_ci["uauc"].low), abs(jitter_ci["uauc"].high))
-    uauc_loss = interval_excludes(bf16_ci["uauc"], uauc_bar)
-    fp32, bf16 = lines["float32"], lines["bfloat16"]
-    diff = np.abs(p_yes["bfloat16"] - p_yes["float32"])  # [N]
+    uauc_loss = interval_excludes(candidate_ci["uauc"], uauc_bar)
+    fp32, cand = lines["float32"], lines[candidate]
+    diff = np.abs(p_yes[candidate] - p_yes["float32"])  # [N]
     summary: dict[str, Any] = {
+        "candidate": candidate,
         "auc_fp32": fp32["auc"],
-        "auc_bf16": bf16["auc"],
+        f"auc_{short}": cand["auc"],
         "uauc_fp32": fp32["uauc"],
-        "uauc_bf16": bf16["uauc"],
+        f"uauc_{short}": cand["uauc"],
         "max_abs_diff": float(diff.max()),
         "p99_abs_diff": float(np.quantile(diff, 0.99)),
         "mean_abs_diff": float(diff.mean()),
-        **intervals_as_dict(bf16_ci),
+        **intervals_as_dict(candidate_ci),
         **intervals_as_dict(jitter_ci, prefix="jitter_"),
         "jitter_max_abs_diff": float(np.abs(p_yes["float32_rebatched"] - p_yes["float32"]).max()),
-        "ci_level": bf16_ci["auc"].level,
+        "ci_level": candidate_ci["auc"].level,
         "resamples": args.resamples,
         "uauc_loss_bar": uauc_bar,
-        "keep_bf16": not (auc_loss or uauc_loss),
+        f"keep_{short}": not (auc_loss or uauc_loss),
         "score": "blend" if fusion is not None else "p_yes",
         "n_rows": len(data),
         # rows a code-tuned model saw in the text-only wording, counted as `binllm llm eval` counts them
@@ -247,13 +264,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "cpu_has_bf16": cpu_has_bf16(),
         "bf16_native": device.startswith("cuda") or cpu_has_bf16(),
         "torch_threads": torch.get_num_threads(),
-        "bf16_speedup": round(fp32["seconds"] / bf16["seconds"], 3),
+        f"{short}_speedup": round(fp32["seconds"] / cand["seconds"], 3),
         "load_average": [round(x, 2) for x in os.getloadavg()],
     }
     summary["within_0_001"] = bool(abs(summary["d_auc"]) <= TOLERANCE and abs(summary["d_uauc"]) <= TOLERANCE)
     if fusion is not None:  # a blend is served: P(Yes) alone as well
-        summary["p_yes_d_auc"] = bf16["p_yes"]["auc"] - fp32["p_yes"]["auc"]
-        summary["p_yes_d_uauc"] = bf16["p_yes"]["uauc"] - fp32["p_yes"]["uauc"]
+        summary["p_yes_d_auc"] = cand["p_yes"]["auc"] - fp32["p_yes"]["auc"]
+        summary["p_yes_d_uauc"] = cand["p_yes"]["uauc"] - fp32["p_yes"]["uauc"]
     if plan.with_codes and prompted.prompt_codes is None:
         summary["warning"] = "the model was tuned with codes but none were given: every row is text-only"
     elif (

@@ -13,7 +13,10 @@ CPU without native bf16 (no AVX512-BF16/AMX) bf16 is emulated and slower: the fi
 configuration's GFLOP/s is set against this CPU's peak for its dtype, from the vector units its flags imply
 (`flop_per_cycle`: AVX2, AVX-512 full or split, AVX512-BF16, AMX-BF16).
 
-    python bench/scoring_throughput.py [--model DIR] [--threads 2] [--dtypes float32,bfloat16]
+    python bench/scoring_throughput.py [--model DIR] [--threads 2] [--dtypes float32,bfloat16,int8]
+
+`int8` is the int8 engine (`model_store.llm.int8`: the decoder's linear layers with dynamic int8 weights, the
+engine for CPUs without native bf16), run on a quantized copy of the fp32 model.
 
 Prints one line per configuration and workload, then, last, `candidates_per_s: X` for the fastest
 configuration on 1 x 100.
@@ -22,6 +25,7 @@ configuration on 1 x 100.
 from __future__ import annotations
 
 import argparse
+import copy
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -40,6 +44,7 @@ from model_store.contract.prompts import (
     render_user_prefix,
 )
 from model_store.data.io import read_split
+from model_store.llm.int8 import quantize_int8
 from model_store.llm.models import cpu_flags, cpu_has_bf16, ensure_smollm2, load_causal_lm
 from model_store.llm.scorer import PromptScorer
 from model_store.llm.soft_tokens import Projector, encode_prompts, install_projector, remove_projector
@@ -172,13 +177,20 @@ def main() -> None:
     projector = Projector(COLLM_WIDTH, int(model.config.hidden_size))  # untrained: speed only
     results: dict[tuple[str, str], float] = {}
     reference: dict[str, list[float]] = {}
+    int8_model = None
     for layout, dtype in configs:
-        model.to(getattr(torch, dtype))
-        if layout == "collm":
-            install_projector(model, projector)
+        if dtype == "int8":  # quantized once, from the fp32 weights
+            model.to(torch.float32)  # type: ignore[arg-type]  # transformers hides Module.to
+            int8_model = int8_model or quantize_int8(copy.deepcopy(model))
+            run_model = int8_model
         else:
-            remove_projector(model)
-        scorer = PromptScorer(model, tokenizer)
+            model.to(getattr(torch, dtype))
+            run_model = model
+        if layout == "collm":
+            install_projector(run_model, projector)
+        else:
+            remove_projector(run_model)
+        scorer = PromptScorer(run_model, tokenizer)
         one = workload(STYLES[layout], histories[:1], titles, 100)
         eight = workload(STYLES[layout], histories, titles, 20)
         scorer.score_groups(eight[:1], batch_size=args.batch_size)  # warm-up
@@ -188,10 +200,13 @@ def main() -> None:
         results[(layout, dtype)] = 100 / single_s
         prefix_tokens, added = token_counts(scorer, one)
         gflops = flops_per_token * (prefix_tokens + sum(added)) / single_s / 1e9
-        peak = peaks.get(dtype, float("nan"))
+        peak = peaks.get(dtype)  # none for int8: integer ops, not FLOPs
+        of_peak = (
+            f" = {100 * gflops / peak:.0f}% of this CPU's {peak:.0f} GFLOP/s {dtype} peak" if peak else ""
+        )
         print(
             f"{layout} {dtype}: 1x100 {100 / single_s:.1f} candidates/s ({np.mean(added):.1f} tokens/candidate, "
-            f"{gflops:.0f} GFLOP/s = {100 * gflops / peak:.0f}% of this CPU's {peak:.0f} GFLOP/s {dtype} peak); "
+            f"{gflops:.0f} GFLOP/s{of_peak}); "
             f"8x20 together {160 / together_s:.1f}/s, one user at a time {160 / apart_s:.1f}/s "
             f"(together {apart_s / together_s:.2f}x)"
         )

@@ -38,7 +38,8 @@ from model_store.contract.prompts import PromptStyle
 from model_store.contract.snapshot import MANIFEST_FILENAME, ModelManifest
 from model_store.data.io import read_split
 from model_store.llm.dataset import CodeLookup, PromptSet, build_prompts
-from model_store.llm.models import load_causal_lm, serving_dtype
+from model_store.llm.int8 import is_int8
+from model_store.llm.models import load_causal_lm, prepare_for_serving
 from model_store.llm.scorer import BATCH_SIZE, ROWS_PER_PREFIX_PASS, PromptScorer
 from model_store.llm.soft_tokens import Projector, has_projector, install_projector
 from model_store.llm.tune import read_adapter_card
@@ -71,7 +72,7 @@ def prompting_plan(model_dir: Path, adapter_dir: Path | None, codes: CodeLookup 
 def load_scorer(
     model_dir: Path, adapter_dir: Path | None, device: str | None, dtype: str = "float32"
 ) -> PromptScorer:
-    """The service's scorer over the model; `dtype` is "auto", "float32" or "bfloat16" (`serving_dtype`).
+    """The service's scorer over the model; `dtype` is "auto", "float32", "bfloat16" or "int8" (`serving_engine`).
 
     A servable directory loads exactly as the embedded service loads it (`PromptScorer.from_dir`). An adapter
     is merged into its base in fp32 first (plain weights score faster than LoRA layers), then cast.
@@ -80,8 +81,7 @@ def load_scorer(
         return PromptScorer.from_dir(model_dir, device=device, dtype=dtype)
     model, tokenizer = load_causal_lm(model_dir, dtype=torch.float32, device=device)
     model = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
-    device_type = next(model.parameters()).device.type
-    model.to(serving_dtype(dtype, device_type))
+    prepare_for_serving(model, dtype)
     if has_projector(adapter_dir):
         install_projector(model, Projector.from_dir(adapter_dir))
     return PromptScorer(model, tokenizer)
@@ -265,9 +265,9 @@ def score_split(
     """Score every (kept) row of a split exactly as the service would, prefixes shared across users.
 
     `max_samples` keeps whole (user, history) groups (see `build_prompts`), so a subsample still shares
-    prefixes. `dtype` ("auto", "float32", "bfloat16") is the service's `BINLLM_LOCAL__DTYPE`. Metrics:
+    prefixes. `dtype` ("auto", "float32", "bfloat16", "int8") is the service's `BINLLM_LOCAL__DTYPE`. Metrics:
     auc/uauc/logloss/n of the served score, `warm`/`cold` by the split's `not_cold` column, `p_yes` (the
-    LLM alone) when a blend is served, n_cold, with_codes, code_version, and `dtype`, the weights' dtype.
+    LLM alone) when a blend is served, n_cold, with_codes, code_version, and `dtype`, the weights' dtype ("int8" for the int8 engine).
     """
     model_path = Path(model_dir)
     adapter_path = Path(adapter_dir) if adapter_dir is not None else None
@@ -321,7 +321,8 @@ def score_split(
         and prompt_codes.version != plan.code_version
     ):
         metrics["warning"] = f"codes version {prompt_codes.version} != tuned with {plan.code_version}"
-    metrics["dtype"] = str(next(scorer.model.parameters()).dtype).removeprefix("torch.")
+    weights = str(next(scorer.model.parameters()).dtype).removeprefix("torch.")
+    metrics["dtype"] = "int8" if is_int8(scorer.model) else weights
     return SplitScores(data, p_yes, score, warm, not_cold, metrics, alone)
 
 

@@ -226,11 +226,42 @@ def bf16_is_native(device: str, flags: frozenset[str] | None = None) -> bool:
     return device.startswith("cuda") or (device == "cpu" and cpu_has_bf16(flags))
 
 
-def serving_dtype(name: str, device: str, flags: frozenset[str] | None = None) -> torch.dtype:
-    """The weights' dtype for scoring: "auto" = bf16 where it is native (`bf16_is_native`), else fp32."""
+ENGINE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "int8": torch.float32}  # loaded in
+INT8_WHERE_BF16_IS_EMULATED = False  # "auto" picks int8 on CPUs without native bf16 (README: the int8 engine)
+
+
+def serving_engine(name: str, device: str, flags: frozenset[str] | None = None) -> str:
+    """What runs the weights: "float32", "bfloat16" or "int8" (`model_store.llm.int8`, CPU only).
+
+    "auto" = bf16 where it is native (`bf16_is_native`); elsewhere int8 when `INT8_WHERE_BF16_IS_EMULATED`,
+    else fp32.
+    """
     if name == "auto":
-        return torch.bfloat16 if bf16_is_native(device, flags) else torch.float32
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16}[name]
+        if bf16_is_native(device, flags):
+            return "bfloat16"
+        return "int8" if device == "cpu" and INT8_WHERE_BF16_IS_EMULATED else "float32"
+    if name not in ENGINE_DTYPES:
+        raise ValueError(f"unknown dtype {name!r}: one of auto, {', '.join(ENGINE_DTYPES)}")
+    if name == "int8" and device != "cpu":
+        raise ValueError(f"int8 runs on the CPU only, not on {device}")
+    return name
+
+
+def serving_dtype(name: str, device: str, flags: frozenset[str] | None = None) -> torch.dtype:
+    """The dtype the weights load in for `serving_engine(name, ...)` (int8 loads fp32, then quantizes)."""
+    return ENGINE_DTYPES[serving_engine(name, device, flags)]
+
+
+def prepare_for_serving(model: PreTrainedModel, name: str, flags: frozenset[str] | None = None) -> str:
+    """Cast (or int8-quantize) a loaded model for engine `name` ("auto" resolved here), in place; the engine."""
+    device = next(model.parameters()).device.type
+    engine = serving_engine(name, device, flags)
+    model.to(ENGINE_DTYPES[engine])  # type: ignore[arg-type]  # transformers' decorator hides Module.to
+    if engine == "int8":
+        from model_store.llm.int8 import quantize_int8
+
+        quantize_int8(model)
+    return engine
 
 
 def hide_peft_deprecation_warning() -> None:

@@ -21,7 +21,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from model_store.contract.snapshot import MANIFEST_FILENAME, ModelManifest
 from model_store.llm.answer import AnswerTokens, find_answer_tokens, yes_no_margin
 from model_store.llm.grouped import batches_of_groups, make_group, ordered_margins
-from model_store.llm.models import default_device, load_causal_lm, serving_dtype
+from model_store.llm.int8 import INT8_ENGINE, is_int8
+from model_store.llm.models import default_device, load_causal_lm, prepare_for_serving, serving_dtype
 from model_store.llm.soft_tokens import (
     Projector,
     embedding_table,
@@ -34,6 +35,15 @@ BATCH_SIZE = 16  # candidates per remainder pass: the embedded service's, and ev
 ROWS_PER_PREFIX_PASS = (
     512  # candidates whose users' prefixes run in one pass (their remainders run in chunks)
 )
+
+
+def engine_name(model: PreTrainedModel) -> str:
+    """What runs the model, as /readyz names it: "torch-int8", or "torch-<dtype>[-<device>]"."""
+    if is_int8(model):
+        return INT8_ENGINE
+    weights = next(model.parameters())
+    where = "" if weights.device.type == "cpu" else f"-{weights.device.type}"
+    return f"torch-{str(weights.dtype).removeprefix('torch.')}{where}"
 
 
 class PromptScorer:
@@ -54,11 +64,7 @@ class PromptScorer:
         self.answer_tokens = answer_tokens or find_answer_tokens(tokenizer)
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.pad_id = int(pad_id) if pad_id is not None else 0
-        weights = next(model.parameters())
-        where = "" if weights.device.type == "cpu" else f"-{weights.device.type}"
-        self.engine = (
-            f"torch-{str(weights.dtype).removeprefix('torch.')}{where}"  # what runs it, as /readyz says
-        )
+        self.engine = engine_name(model)  # what runs it, as /readyz says
 
     @classmethod
     def from_dir(
@@ -66,13 +72,15 @@ class PromptScorer:
     ) -> PromptScorer:
         """A scorer over any HF causal-LM directory (e.g. a merged, exported BinLLM model), as the service loads it.
 
-        `dtype` ("auto", "float32", "bfloat16": `serving_dtype`) sets the weights' dtype; None keeps
-        `load_causal_lm`'s default. The Yes/No tokens are those `binllm.json` records, when the directory
+        `dtype` ("auto", "float32", "bfloat16", "int8": `serving_engine`) sets what runs the weights; None
+        keeps `load_causal_lm`'s default. The Yes/No tokens are those `binllm.json` records, when the directory
         has one (the tokens the model was tuned with), else the tokenizer's.
         """
         device = device or default_device()
         weights = serving_dtype(dtype, device) if dtype is not None else None
         model, tokenizer = load_causal_lm(model_dir, dtype=weights, device=device)
+        if dtype is not None:
+            prepare_for_serving(model, dtype)
         manifest_path = Path(model_dir) / MANIFEST_FILENAME
         answer = None
         if manifest_path.is_file():

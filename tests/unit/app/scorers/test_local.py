@@ -250,6 +250,49 @@ def test_dtype_auto_is_bf16_exactly_where_the_hardware_multiplies_it_natively() 
         assert serving_dtype("bfloat16", device, flags) == torch.bfloat16
 
 
+def test_auto_picks_int8_only_on_cpus_without_native_bf16_when_int8_is_the_chosen_fallback(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from model_store.llm import models
+    from model_store.llm.models import serving_engine
+
+    avx2 = frozenset({"avx2", "fma", "f16c"})
+    for fallback in (False, True):
+        monkeypatch.setattr(models, "INT8_WHERE_BF16_IS_EMULATED", fallback)
+        assert serving_engine("auto", "cpu", avx2) == ("int8" if fallback else "float32")
+        assert serving_engine("auto", "cpu", avx2 | {"avx512f", "avx512_bf16"}) == "bfloat16"
+        assert serving_engine("auto", "cuda", avx2) == "bfloat16"  # int8 is a CPU engine
+        assert serving_engine("int8", "cpu", avx2 | {"amx_bf16"}) == "int8"  # asked for: always honoured
+    with pytest.raises(ValueError, match="CPU only"):
+        serving_engine("int8", "cuda")
+    with pytest.raises(ValueError, match="unknown dtype 'fp8'"):
+        serving_engine("fp8", "cpu")
+
+
+def test_int8_engine_quantizes_the_decoder_linears_only_and_scores_close_to_fp32(
+    tiny_llama_dir: Path,
+) -> None:
+    import torch
+
+    from model_store.llm.int8 import INT8_ENGINE, is_int8
+
+    groups = [('#Question: A user liked "Heat". Will they enjoy ', ['"Ran"? #Answer:', '"Up"? #Answer:'])]
+    fp32_scorer = load_prompt_scorer(tiny_llama_dir, dtype="float32")
+    fp32 = fp32_scorer.score_groups(groups)[0]
+    scorer = load_prompt_scorer(tiny_llama_dir, dtype="int8")
+    model = scorer.model  # type: ignore[attr-defined]
+    assert is_int8(model) and not is_int8(fp32_scorer.model)  # type: ignore[attr-defined]
+    assert scorer.engine == INT8_ENGINE  # type: ignore[attr-defined]
+    quantized = {name for name, m in model.named_modules() if type(m).__module__.startswith("torch.ao")}
+    assert quantized and all(".layers." in name for name in quantized)  # not the LM head
+    assert isinstance(model.get_output_embeddings(), torch.nn.Linear)
+    int8 = scorer.score_groups(groups)[0]
+    assert int8 == pytest.approx(fp32, abs=0.05) and int8 != fp32  # close, yet computed in int8
+    whole = scorer.score_prompts([prefix + s for prefix, suffixes in groups for s in suffixes])  # type: ignore[attr-defined]
+    # activations are quantized per batch, so sharing the prefix (other batches) moves a score a little
+    assert whole == pytest.approx(int8, abs=0.05)
+
+
 def test_the_local_scorer_defaults_to_auto_and_says_which_engine_runs(tiny_llama_dir: Path) -> None:
     import torch
 
