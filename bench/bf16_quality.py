@@ -2,7 +2,8 @@
 
 The served model directory is loaded in fp32 and in bf16 (`load_causal_lm(dtype=...)`), or with `--candidate
 int8` in the int8 engine (`model_store.llm.int8`: the decoder's linear layers with dynamic int8 weights,
-for CPUs without native bf16; the summary's keys then say int8 where they say bf16), and each copy scores
+for CPUs without native bf16; the summary's keys then say int8 where they say bf16; `--isa avx2` reruns it
+with the kernels capped at AVX2, as an AVX2-only CPU computes: `model_store.llm.isa`), and each copy scores
 the very same rows through `PromptScorer.score_groups`, the path the embedded service runs, with the Yes/No
 tokens its manifest records. Only the weights and activations change dtype: the Yes/No margin and the sigmoid
 stay in fp32 in both. A second fp32 run batches the rows differently (`--jitter-batch-size`,
@@ -14,7 +15,7 @@ it declares one (as `/predict` and `llm eval` do), else P(Yes).
 
     python bench/bf16_quality.py [--model artifacts/demo/model] [--codes artifacts/demo/codes] \\
         [--split ../shared/data/ml-1m-collm/valid_ood2.jsonl.gz] [--max-samples 0] [--threads 2] \\
-        [--candidate bfloat16|int8]
+        [--candidate bfloat16|int8] [--isa native|avx2]
 
 Prints one JSON line per run (auc, uauc, logloss, n, seconds, candidates_per_s), then, last, the summary:
 fp32 and bf16 AUC/UAUC, the differences bf16 - fp32 with their paired bootstrap 95% interval (users
@@ -55,6 +56,7 @@ from model_store.llm.evaluate import (
     split_prompts,
     warm_rows,
 )
+from model_store.llm.isa import isa_capped, reexec_capped
 from model_store.llm.models import (
     cpu_has_bf16,
     default_device,
@@ -168,6 +170,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--jitter-rows-per-call", type=int, default=128, help="the second fp32 run's rows per call"
     )
     parser.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples of users")
+    parser.add_argument("--isa", choices=["native", "avx2"], default="native", help="cap the kernels' ISA")
     parser.add_argument(
         "--candidate", choices=sorted(SHORT_NAMES), default="bfloat16", help="the engine compared with fp32"
     )
@@ -180,6 +183,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     """Score the rows in both dtypes, print a JSON line per dtype and the summary line; return the summary."""
     args = parse_args(argv)
+    if args.isa != "native":
+        reexec_capped(args.isa)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     device = args.device or default_device()
@@ -262,7 +267,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "device": device,
         "cpu": cpu_name(),
         "cpu_has_bf16": cpu_has_bf16(),
-        "bf16_native": device.startswith("cuda") or cpu_has_bf16(),
+        "isa_capped": isa_capped(),
+        "bf16_native": device.startswith("cuda") or (cpu_has_bf16() and isa_capped() is None),
         "torch_threads": torch.get_num_threads(),
         f"{short}_speedup": round(fp32["seconds"] / cand["seconds"], 3),
         "load_average": [round(x, 2) for x in os.getloadavg()],

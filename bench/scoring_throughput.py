@@ -16,7 +16,8 @@ configuration's GFLOP/s is set against this CPU's peak for its dtype, from the v
     python bench/scoring_throughput.py [--model DIR] [--threads 2] [--dtypes float32,bfloat16,int8]
 
 `int8` is the int8 engine (`model_store.llm.int8`: the decoder's linear layers with dynamic int8 weights, the
-engine for CPUs without native bf16), run on a quantized copy of the fp32 model.
+engine for CPUs without native bf16), run on a quantized copy of the fp32 model. `--isa avx2` reruns the
+command with every kernel library capped at AVX2 (`model_store.llm.isa`): this CPU measured as an AVX2-only one.
 
 Prints one line per configuration and workload, then, last, `candidates_per_s: X` for the fastest
 configuration on 1 x 100.
@@ -45,6 +46,7 @@ from model_store.contract.prompts import (
 )
 from model_store.data.io import read_split
 from model_store.llm.int8 import quantize_int8
+from model_store.llm.isa import isa_capped, reexec_capped
 from model_store.llm.models import cpu_flags, cpu_has_bf16, ensure_smollm2, load_causal_lm
 from model_store.llm.scorer import PromptScorer
 from model_store.llm.soft_tokens import Projector, encode_prompts, install_projector, remove_projector
@@ -137,8 +139,9 @@ def flop_per_cycle(flags: frozenset[str], vendor: str, family: int) -> dict[str,
     return {"float32": fp32, "bfloat16": bf16}
 
 
-def peak_gflops(threads: int) -> dict[str, float]:
-    """Peak GFLOP/s per dtype for `threads` cores at the reported clock (`flop_per_cycle`)."""
+def peak_gflops(threads: int, capped: str | None = None) -> dict[str, float]:
+    """Peak GFLOP/s per dtype for `threads` cores at the reported clock (`flop_per_cycle`); with the ISA
+    capped at AVX2, as the AVX2 units alone give."""
     vendor, family = "", 0
     try:
         for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
@@ -148,7 +151,10 @@ def peak_gflops(threads: int) -> dict[str, float]:
                 family = int(line.split(":", 1)[1])
     except (OSError, ValueError):
         pass
-    per_cycle = flop_per_cycle(cpu_flags(), vendor, family)
+    flags = cpu_flags()
+    if capped == "avx2":
+        flags = frozenset(f for f in flags if not f.startswith(("avx512", "amx")))
+    per_cycle = flop_per_cycle(flags, vendor, family)
     return {dtype: threads * n * cpu_clock_mhz() / 1000 for dtype, n in per_cycle.items()}
 
 
@@ -160,15 +166,23 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--dtypes", default="float32,bfloat16", help="dtypes of the serving configuration")
     parser.add_argument("--batch-size", type=int, default=16, help="candidate rows per forward pass")
+    parser.add_argument("--isa", choices=["native", "avx2"], default="native", help="cap the kernels' ISA")
     args = parser.parse_args()
+    if args.isa != "native":
+        reexec_capped(args.isa)
     torch.set_num_threads(args.threads)
     histories, titles = real_users(args.split, 8, 100)
     model_dir = args.model or ensure_smollm2()
     model, tokenizer = load_causal_lm(model_dir, dtype=torch.float32, device="cpu")
-    print(f"model: {model_dir}, threads: {torch.get_num_threads()}, native bf16: {cpu_has_bf16()}")
+    capped = isa_capped()
+    native_bf16 = cpu_has_bf16() and capped is None
+    print(
+        f"model: {model_dir}, threads: {torch.get_num_threads()}, native bf16: {native_bf16}, "
+        f"isa: {f'capped at {capped}' if capped else 'all this CPU has'}"
+    )
     embeddings = model.get_input_embeddings().weight.numel()  # type: ignore[operator]  # a lookup: no FLOPs
     flops_per_token = 2 * (sum(p.numel() for p in model.parameters()) - embeddings)
-    peaks = peak_gflops(args.threads)
+    peaks = peak_gflops(args.threads, capped)
     print(", ".join(f"{dtype} peak {gflops:.0f} GFLOP/s" for dtype, gflops in peaks.items()))
 
     dtypes = args.dtypes.split(",")

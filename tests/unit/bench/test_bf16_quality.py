@@ -83,3 +83,19 @@ def test_scores_the_same_rows_in_both_dtypes_and_prints_the_summary_last(
     ]
     again = bench_module().main([*argv, "--scores-dir", str(tmp_path / "scores")])
     assert (again["d_auc"], again["bf16_speedup"]) == (summary["d_auc"], summary["bf16_speedup"])
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_the_int8_engine_is_compared_with_fp32_the_same_way(
+    tiny_llama_dir: Path, split: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--model", str(tiny_llama_dir), "--no-codes", "--split", str(split), "--device", "cpu"]
+    argv += ["--max-samples", "24", "--rows-per-call", "10", "--resamples", "50", "--candidate", "int8"]
+    summary = bench_module().main(argv)
+    lines = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert [line.get("run") for line in lines] == ["float32", "int8", "float32_rebatched", None]
+    assert [line.get("dtype") for line in lines[:3]] == ["float32", "int8", "float32"]
+    assert summary["candidate"] == "int8" and summary["auc_int8"] == lines[1]["auc"]
+    assert isinstance(summary["keep_int8"], bool) and "int8_speedup" in summary
+    assert "auc_bf16" not in summary and summary["isa_capped"] is None
+    assert 0 < summary["max_abs_diff"] < 0.1  # int8 really ran, and stayed close
