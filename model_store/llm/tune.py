@@ -220,13 +220,16 @@ def _tune(
 def attach_projector(
     model: PeftModel, features: CollabFeatures, config: TuneConfig, main_out: Path | None
 ) -> Projector:
-    """CoLLM's projector in front of the input embedding, reading `features`' table: seeded fresh, or the
-    newest checkpoint's when resuming (a finished run finished again ships the trained one)."""
+    """CoLLM's projector in front of the input embedding, reading `features`' table: the newest checkpoint's
+    when resuming (a finished run finished again ships the trained one), else the init adapter's when it is a
+    CoLLM adapter (a run that continues another), else seeded fresh."""
     torch.manual_seed(config.seed + 1)
     projector = Projector(features.width, int(model.config.hidden_size))
     checkpoints = list_checkpoints(main_out or Path(config.out_dir)) if config.resume else []
     if checkpoints:
         projector.load(checkpoints[-1] / "adapter")
+    elif config.init_adapter is not None:
+        projector.load(Path(config.init_adapter))  # no projector there (a BinLLM adapter): stays fresh
     install_projector(model, projector)  # each prompt set brings its table (trainer.grouped_prompts)
     return projector
 

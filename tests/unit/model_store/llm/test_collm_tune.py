@@ -83,6 +83,19 @@ def test_a_resumed_run_restores_the_projector_it_checkpointed(tiny_llama_dir, tm
         torch.testing.assert_close(a, b)
 
 
+def test_a_run_initialised_from_a_collm_adapter_continues_its_projector(tiny_llama_dir, tmp_path):
+    tune(_collm_config(tiny_llama_dir, tmp_path, epochs=1), codes=RuleCodes(), features=_features())
+    first = Projector.from_dir(tmp_path / "out" / "adapter")
+    config = _collm_config(tiny_llama_dir, tmp_path, epochs=1, lr=1e-9, seed=7)
+    config = config.model_copy(
+        update={"init_adapter": str(tmp_path / "out" / "adapter"), "out_dir": str(tmp_path / "more")}
+    )
+    tune(config, codes=RuleCodes(), features=_features())
+    again = Projector.from_dir(tmp_path / "more" / "adapter")
+    for a, b in zip(first.state_dict().values(), again.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0)  # the trained projector, not a fresh seeded one
+
+
 def test_the_exported_model_scores_the_split_as_its_best_validation_did(tiny_llama_dir, tmp_path):
     config = _collm_config(tiny_llama_dir, tmp_path)
     tune(config, codes=RuleCodes(), features=_features())
