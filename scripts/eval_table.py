@@ -2,6 +2,7 @@
 
     python scripts/eval_table.py runs/ml1m/eval
     python scripts/eval_table.py --whole runs/ml1m-residual/eval/baseline.json runs/ml1m-residual/eval/residual.json
+    python scripts/eval_table.py --runs "BinLLM=runs/a.json" "CoLLM, LoRA frozen=runs/b.json" ...
 
 Rows: codes alone (on the same rows as the LLMs, and on the whole of valid), the untuned model, the text-only
 model (stage 1), BinLLM (stage 2, the LLM's own P(Yes)) and its blend with the code score; columns: AUC / UAUC / logloss on
@@ -34,37 +35,55 @@ def cells(metrics: dict[str, Any], warm: dict[str, Any] | None, cold: dict[str, 
     )
 
 
+HEADER = [
+    "| model | AUC | UAUC | logloss | warm AUC | cold AUC | rows | AUC - codes [95% CI] |",
+    "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+]
+
+
+def against(metrics: dict[str, Any]) -> str:
+    """The AUC difference to the codes on the same rows, with its paired bootstrap 95% interval."""
+    gap = metrics.get("vs_codes", {}).get("auc")
+    return "" if gap is None else f"{gap['diff']:+.4f} [{gap['low']:+.4f}, {gap['high']:+.4f}]"
+
+
+def row(name: str, metrics: dict[str, Any], gap: str = "") -> str:
+    """One table row: the figures of all rows, then warm and cold AUC, then the gap to the codes."""
+    return f"| {name} | {cells(metrics, metrics.get('warm'), metrics.get('cold'))} | {gap} |"
+
+
 def whole_valid_table(baseline: dict[str, Any], residual: dict[str, Any]) -> list[str]:
     """The whole-valid rows of scripts/eval_ml1m_residual.sh: codes alone, baseline, residual score, each LLM
     row with its AUC difference to the codes and the paired bootstrap 95% interval of that difference."""
-
-    def against(metrics: dict[str, Any]) -> str:
-        gap = metrics.get("vs_codes", {}).get("auc")
-        return "" if gap is None else f"{gap['diff']:+.4f} [{gap['low']:+.4f}, {gap['high']:+.4f}]"
-
-    codes = residual["codes_only"]
-    rows = [
-        ("codes alone", codes, ""),
-        (f"baseline adapter ({baseline.get('score')})", baseline, against(baseline)),
-        (f"residual objective ({residual.get('score')}), served", residual, against(residual)),
-    ]
     lines = [
-        "| model | AUC | UAUC | logloss | warm AUC | cold AUC | rows | AUC - codes [95% CI] |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        *HEADER,
+        row("codes alone", residual["codes_only"]),
+        row(f"baseline adapter ({baseline.get('score')})", baseline, against(baseline)),
+        row(f"residual objective ({residual.get('score')}), served", residual, against(residual)),
     ]
-    for name, metrics, gap in rows:
-        lines.append(f"| {name} | {cells(metrics, metrics.get('warm'), metrics.get('cold'))} | {gap} |")
     if "p_yes" in residual:
-        p_yes = residual["p_yes"]
-        lines.append(
-            f"| residual model, its P(Yes) alone | {cells(p_yes, p_yes.get('warm'), p_yes.get('cold'))} | |"
-        )
+        lines.append(row("residual model, its P(Yes) alone", residual["p_yes"]))
+    return lines
+
+
+def runs_table(runs: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    """Codes alone (from the first run: every run scored the same rows), then each labelled run's served
+    score with its gap to the codes, and its P(Yes) alone where a blend is served."""
+    lines = [*HEADER, row("codes alone", runs[0][1]["codes_only"])]
+    for label, metrics in runs:
+        lines.append(row(f"{label} ({metrics.get('score')}), served", metrics, against(metrics)))
+        if "p_yes" in metrics:
+            lines.append(row(f"{label}: its P(Yes) alone", metrics["p_yes"]))
     return lines
 
 
 def main() -> None:
     if sys.argv[1] == "--whole":
         print("\n".join(whole_valid_table(read(Path(sys.argv[2])), read(Path(sys.argv[3])))))
+        return
+    if sys.argv[1] == "--runs":  # LABEL=FILE ...
+        labelled = [arg.rsplit("=", 1) for arg in sys.argv[2:]]
+        print("\n".join(runs_table([(label, read(Path(path))) for label, path in labelled])))
         return
     eval_dir = Path(sys.argv[1])
     blend = read(eval_dir / "binllm_blend.json")

@@ -36,3 +36,20 @@ def test_whole_valid_table_has_codes_baseline_and_residual_rows_with_intervals(t
     assert (
         "| residual objective (blend), served | 0.7512 |" in out[4] and "+0.0112 [+0.0012, +0.0212]" in out[4]
     )
+
+
+def test_runs_table_labels_each_run_and_adds_p_yes_rows_where_a_blend_is_served(tmp_path):
+    blend = {**_line(0.7400, "blend"), "p_yes": {"auc": 0.70, "uauc": 0.66, "logloss": 0.65, "n": 10401}}
+    args = []
+    for name, line in (("binllm", _line(0.7241, "p_yes")), ("collm", blend)):
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(line) + "\n")
+        args.append(f"{name.upper()}, x=y={path}")
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "eval_table.py"), "--runs", *args],
+        capture_output=True, text=True, check=True,
+    ).stdout.splitlines()  # fmt: skip
+    assert len(out) == 6 and out[2].startswith("| codes alone | 0.7397 |")
+    assert out[3].startswith("| BINLLM, x=y (p_yes), served | 0.7241 |") and "-0.0159 [" in out[3]
+    assert out[4].startswith("| COLLM, x=y (blend), served | 0.7400 |") and "+0.0000 [" in out[4]
+    assert out[5].startswith("| COLLM, x=y: its P(Yes) alone | 0.7000 | 0.6600 |")
