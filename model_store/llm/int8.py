@@ -5,9 +5,9 @@ path there is integer arithmetic. torch's dynamic quantization (`torch.ao.quanti
 fbgemm/oneDNN kernels, VNNI where the CPU has it) stores each `nn.Linear` weight of the decoder layers as int8
 (per output channel) and quantizes the activations per batch on the fly; it needs no calibration data, no
 export and no extra dependency, and it keeps the model an ordinary `transformers` module, so prefix sharing,
-the KV cache and CoLLM's soft tokens work unchanged. torch marks these quantized tensors as deprecated (to
-move to torchao, whose CPU int8 kernels need `torch.compile`); the warnings are silenced here and the choice
-is revisited when torch drops them. Activations are quantized per batch, so a score moves slightly with the
+the KV cache and CoLLM's soft tokens work unchanged. torch marks these quantized tensors as deprecated (in
+favour of torchao, not measured here); the warnings are silenced here and the choice is revisited when torch
+drops them. Activations are quantized per batch, so a score moves slightly with the
 other rows it is batched with. Everything else stays fp32: the token embeddings, the
 norms, the LM head (only the last position's Yes/No logits are read) and a CoLLM projector. What int8 costs
 in AUC/UAUC and buys in speed is measured by `bench/bf16_quality.py --candidate int8` and
