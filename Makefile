@@ -5,6 +5,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 8000
 DEMO_DIR ?= artifacts/demo
+# ENCODING=embeddings serves the shipped CoLLM model (soft tokens) instead of the default (see the model card)
+ENCODING ?=
 
 .PHONY: install install-redis install-vllm install-docker demo serve lint unit test container-smoke bench clean
 
@@ -30,7 +32,7 @@ install-docker:
 		|| { apt-get update -qq && apt-get install -y -qq docker.io docker-compose debootstrap; }
 
 demo: install
-	$(VENV)/bin/binllm demo build --out $(DEMO_DIR)
+	$(VENV)/bin/binllm demo build --out $(DEMO_DIR) $(if $(ENCODING),--encoding $(ENCODING))
 
 # The embedded default: local backend + directory snapshot. Set BINLLM_STORE=redis BINLLM_REDIS_URL=...
 # BINLLM_BACKEND=vllm BINLLM_VLLM__BASE_URL=... to serve production-style with the same command.

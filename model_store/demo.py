@@ -48,10 +48,17 @@ UNTUNED_NOTE = "untuned base model: scores prove the pipeline, they do not rank"
 ML1M_DATA = Path("../shared/data/ml-1m-collm")
 ML1M_SPLITS = ("train_ood2.jsonl.gz", "valid_ood2.jsonl.gz")  # valid_small is a sample of valid
 SHIPPED_ML1M = Path(__file__).resolve().parent / "models" / "ml1m"
-TUNED_NOTE = (
-    "SmolLM2-135M-Instruct tuned on ML-1M (BinLLM two-stage LoRA); see model_store/models/ml1m/MODEL_CARD.md"
-)
+TUNED_NOTES = {
+    "codes": "SmolLM2-135M-Instruct tuned on ML-1M (BinLLM two-stage LoRA); see model_store/models/ml1m/MODEL_CARD.md",
+    "embeddings": "SmolLM2-135M-Instruct tuned on ML-1M (CoLLM: projector on the BinLLM adapter); see "
+    "model_store/models/ml1m/MODEL_CARD.md",
+}
 Source = Literal["auto", "ml1m", "synthetic"]
+Encoding = Literal["codes", "embeddings"]
+SHIPPED_ADAPTERS: dict[str, str] = {"codes": "adapter", "embeddings": "adapter-collm"}  # under SHIPPED_ML1M
+DEFAULT_ENCODING: Encoding = (
+    "codes"  # the encoding whose ML-1M model wins on the whole valid split (model card)
+)
 
 
 class DemoPaths(BaseModel):
@@ -179,26 +186,32 @@ def ensure_published(
         split_files if split_files is not None else find_split_files(paths.data),
         paths.model,
         catalogue=catalogue if split_files is None and catalogue.is_file() else None,
+        codes_dir=paths.codes,  # a CoLLM model's snapshot carries the CF embeddings
     )
     return publisher.publish(snapshot, keep=keep)
 
 
-def ml1m_missing(data_dir: Path, shipped: Path = SHIPPED_ML1M) -> str | None:
-    """Why the tuned ML-1M flavour cannot be built here (None when it can)."""
+def ml1m_missing(
+    data_dir: Path, shipped: Path = SHIPPED_ML1M, encoding: Encoding = DEFAULT_ENCODING
+) -> str | None:
+    """Why the tuned ML-1M flavour (of this encoding) cannot be built here (None when it can)."""
     missing = [str(data_dir / name) for name in ML1M_SPLITS if not (data_dir / name).is_file()]
     if missing:
         return f"ML-1M splits not found: {', '.join(missing)}"
-    if not (shipped / "adapter" / "adapter_config.json").is_file():
-        return f"no tuned adapter shipped at {shipped / 'adapter'}"
+    adapter = shipped / SHIPPED_ADAPTERS[encoding]
+    if not (adapter / "adapter_config.json").is_file():
+        return f"no tuned adapter shipped at {adapter}"
     return None
 
 
 def adapter_digest(adapter_dir: Path) -> str:
-    """A short hash of the adapter's files: the exported model is rebuilt when the shipped adapter changes."""
+    """A short hash of the adapter's files (a CoLLM projector's too): the exported model is rebuilt when the
+    shipped adapter changes."""
     digest = hashlib.sha256()
-    for path in sorted(adapter_dir.iterdir()):
+    for path in sorted(adapter_dir.rglob("*")):
         if path.is_file():
-            digest.update(path.name.encode() + b"\0" + path.read_bytes())
+            name = path.relative_to(adapter_dir).as_posix()
+            digest.update(name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:12]
 
 
@@ -214,32 +227,43 @@ def ensure_ml1m_codes(paths: DemoPaths, shipped: Path) -> CodeSource:
     return load_codes(paths.codes)
 
 
-def ensure_tuned_model(paths: DemoPaths, shipped: Path) -> ModelManifest:
-    """SmolLM2 with the shipped adapter merged in, unless it was already exported from this very adapter."""
-    adapter = shipped / "adapter"
+def ensure_tuned_model(
+    paths: DemoPaths, shipped: Path, encoding: Encoding = DEFAULT_ENCODING
+) -> ModelManifest:
+    """SmolLM2 with the shipped adapter of `encoding` merged in (a CoLLM one with its projector and the codes'
+    embeddings as vocabulary tokens), unless it was already exported from this very adapter."""
+    adapter = shipped / SHIPPED_ADAPTERS[encoding]
     digest = adapter_digest(adapter)
     manifest_path = paths.model / MANIFEST_FILENAME
     if manifest_path.is_file():
         manifest = ModelManifest.model_validate_json(manifest_path.read_text(encoding="utf-8"))
         if manifest.metrics.get("adapter_digest") == digest:
             return manifest
+    from model_store.codes.features import CollabFeatures
     from model_store.llm.export import export_merged
     from model_store.llm.models import ensure_smollm2
+    from model_store.llm.soft_tokens import has_projector
 
     return export_merged(
         adapter,
         paths.model,
         base_dir=ensure_smollm2(),
-        metrics={"note": TUNED_NOTE, "adapter_digest": digest},
+        metrics={"note": TUNED_NOTES[encoding], "adapter_digest": digest},
+        features=CollabFeatures.from_codes_dir(paths.codes) if has_projector(adapter) else None,
     )
 
 
 def build_ml1m(
-    paths: DemoPaths, data_dir: Path, shipped: Path, publisher: SnapshotPublisher, keep: int
+    paths: DemoPaths,
+    data_dir: Path,
+    shipped: Path,
+    publisher: SnapshotPublisher,
+    keep: int,
+    encoding: Encoding = DEFAULT_ENCODING,
 ) -> str:
     """The tuned flavour: shipped codes + merged adapter, published with the ML-1M users and items."""
     codes = ensure_ml1m_codes(paths, shipped)
-    model = ensure_tuned_model(paths, shipped)
+    model = ensure_tuned_model(paths, shipped, encoding)
     return ensure_published(
         publisher, paths, codes, model, keep, split_files=[data_dir / name for name in ML1M_SPLITS]
     )
@@ -255,26 +279,30 @@ def build_demo(
     source: Source = "auto",
     ml1m_dir: Path = ML1M_DATA,
     shipped: Path = SHIPPED_ML1M,
+    encoding: Encoding = DEFAULT_ENCODING,
 ) -> dict[str, str]:
     """Run every step that is not done yet; returns where each artifact is and the published versions.
 
     `source="auto"` builds the tuned ML-1M flavour when its splits and the shipped adapter are present, and
-    the synthetic one otherwise (the returned "flavour" and "why" say which, and why).
+    the synthetic one otherwise (the returned "flavour" and "why" say which, and why). `encoding` picks the
+    shipped ML-1M model: BinLLM's codes as text or CoLLM's soft tokens; the synthetic demo has codes only.
     """
     paths = DemoPaths(root=out)
-    why = ml1m_missing(ml1m_dir, shipped)
-    if source == "ml1m" and why is not None:
-        raise BinllmJobError(f"cannot build the ML-1M demo: {why}")
+    why = ml1m_missing(ml1m_dir, shipped, encoding)
+    if (source == "ml1m" or encoding == "embeddings") and why is not None:
+        raise BinllmJobError(f"cannot build the ML-1M demo ({encoding}): {why}")
+    if source == "synthetic" and encoding == "embeddings":
+        raise BinllmJobError("the synthetic demo has no CoLLM model: use the ML-1M source with embeddings")
     if source == "ml1m" or (source == "auto" and why is None):
-        result = {"flavour": "ml1m", "why": f"tuned ML-1M model, data from {ml1m_dir}"}
+        result = {"flavour": "ml1m", "encoding": encoding, "why": f"tuned ML-1M model, data from {ml1m_dir}"}
         result["directory_version"] = build_ml1m(
-            paths, ml1m_dir, shipped, DirectoryPublisher(paths.snapshot), keep
+            paths, ml1m_dir, shipped, DirectoryPublisher(paths.snapshot), keep, encoding
         )
         if redis_url is not None:
             from model_store.publish.redis import RedisPublisher
 
             redis_publisher = RedisPublisher.from_url(redis_url, namespace=namespace)
-            result["redis_version"] = build_ml1m(paths, ml1m_dir, shipped, redis_publisher, keep)
+            result["redis_version"] = build_ml1m(paths, ml1m_dir, shipped, redis_publisher, keep, encoding)
         return {
             **result,
             "codes": str(paths.codes),
@@ -319,11 +347,20 @@ def build_command(
         str, typer.Option("--source", help="'auto' (ML-1M when present), 'ml1m' or 'synthetic'.")
     ] = "auto",
     ml1m: Annotated[Path, typer.Option("--ml1m", help="The papers' ML-1M splits directory.")] = ML1M_DATA,
+    encoding: Annotated[
+        str,
+        typer.Option(
+            "--encoding",
+            help="The shipped ML-1M model: 'codes' (BinLLM) or 'embeddings' (CoLLM soft tokens).",
+        ),
+    ] = DEFAULT_ENCODING,
 ) -> None:
     """Build (or finish building) the demo; steps already done are skipped."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if source not in ("auto", "ml1m", "synthetic"):
         raise typer.BadParameter(f"--source must be auto, ml1m or synthetic, not {source!r}")
+    if encoding not in SHIPPED_ADAPTERS:
+        raise typer.BadParameter(f"--encoding must be codes or embeddings, not {encoding!r}")
     result = build_demo(
         out,
         redis_url=redis_url,
@@ -331,6 +368,7 @@ def build_command(
         data_config=DemoDataConfig(seed=seed),
         source=source,  # type: ignore[arg-type]
         ml1m_dir=ml1m,
+        encoding=encoding,  # type: ignore[arg-type]
     )
     for name, value in result.items():
         typer.echo(f"{name}: {value}")

@@ -187,3 +187,30 @@ def test_ml1m_source_refuses_when_its_inputs_are_missing(tmp_path: Path) -> None
         (tmp_path / name).write_bytes(b"")
     assert demo.ml1m_missing(tmp_path, shipped=tmp_path / "nothing") is not None
     assert "no tuned adapter" in str(demo.ml1m_missing(tmp_path, shipped=tmp_path / "nothing"))
+
+
+def test_the_collm_demo_needs_its_shipped_adapter_and_the_ml1m_source(tmp_path: Path) -> None:
+    for name in demo.ML1M_SPLITS:
+        (tmp_path / name).write_bytes(b"")
+    shipped = tmp_path / "shipped"
+    (shipped / "adapter").mkdir(parents=True)
+    (shipped / "adapter" / "adapter_config.json").write_text("{}")
+    assert demo.ml1m_missing(tmp_path, shipped=shipped, encoding="codes") is None
+    assert "adapter-collm" in str(demo.ml1m_missing(tmp_path, shipped=shipped, encoding="embeddings"))
+    with pytest.raises(BinllmJobError, match="no tuned adapter shipped"):
+        demo.build_demo(tmp_path / "out", ml1m_dir=tmp_path, shipped=shipped, encoding="embeddings")
+    (shipped / "adapter-collm").mkdir()
+    (shipped / "adapter-collm" / "adapter_config.json").write_text("{}")
+    with pytest.raises(BinllmJobError, match="synthetic demo has no CoLLM model"):
+        demo.build_demo(
+            tmp_path / "out", source="synthetic", ml1m_dir=tmp_path, shipped=shipped, encoding="embeddings"
+        )
+
+
+def test_the_adapter_digest_covers_a_projector_in_its_subdirectory(tmp_path: Path) -> None:
+    (tmp_path / "projector").mkdir()
+    (tmp_path / "adapter_model.safetensors").write_bytes(b"lora")
+    (tmp_path / "projector" / "model.safetensors").write_bytes(b"one")
+    before = demo.adapter_digest(tmp_path)
+    (tmp_path / "projector" / "model.safetensors").write_bytes(b"two")
+    assert demo.adapter_digest(tmp_path) != before
