@@ -55,3 +55,12 @@ def running_service(
         yield url
     finally:
         stop_process(proc, timeout_s=10)
+
+
+def wait_ready(url: str, timeout_s: float = 30.0) -> float:
+    """Poll /readyz until it says 200 (a local model loads and warms up in the background); the seconds it took."""
+    start = time.monotonic()
+    while httpx.get(f"{url}/readyz", timeout=10).status_code != 200:
+        assert time.monotonic() - start < timeout_s, f"/readyz not 200 after {timeout_s} s"
+        time.sleep(0.2)
+    return time.monotonic() - start

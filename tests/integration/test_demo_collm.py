@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -18,7 +17,7 @@ from app.schemas import PredictResponse
 from model_store.contract.snapshot import MANIFEST_FILENAME, ModelManifest
 from model_store.demo import ML1M_DATA, ML1M_SPLITS, SHIPPED_ADAPTERS, SHIPPED_ML1M
 from model_store.llm.soft_tokens import PROJECTOR_PATH
-from tests.integration.service_process import running_service
+from tests.integration.service_process import running_service, wait_ready
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -47,10 +46,7 @@ def test_the_collm_demo_builds_and_serves_soft_token_scores(tmp_path: Path) -> N
         "BINLLM_LOCAL__MODEL_DIR": str(out / "model"),
     }
     with running_service("redis://unused", start_timeout_s=300, **env) as url:
-        deadline = time.monotonic() + 600
-        while httpx.get(f"{url}/readyz", timeout=5).status_code != 200:
-            assert time.monotonic() < deadline, "not ready in 600 s"
-            time.sleep(1)
+        wait_ready(url, timeout_s=600)
         answer = httpx.post(f"{url}/predict", json=BODY, timeout=300)
     assert answer.status_code == 200, answer.text
     served = PredictResponse.model_validate_json(answer.content)

@@ -12,7 +12,6 @@ as it is back.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from model_store.publish.cluster import RedisClusterPublisher
 from tests.integration.chaos import report
 from tests.integration.conftest import REDIS_SERVER, free_port
 from tests.integration.redis_cluster import REDIS_CLI, running_cluster
-from tests.integration.service_process import running_service
+from tests.integration.service_process import running_service, wait_ready
 from tests.integration.test_redis_cluster import REQUEST, make_snapshot
 
 pytestmark = [
@@ -60,14 +59,6 @@ def burst(url: str, n: int = 30) -> tuple[Counter[str], set[str]]:
             counts[f"{response.status_code} {ErrorResponse.model_validate(response.json()).error.type}"] += 1
             retry_after.add(response.headers.get("retry-after", "none"))
     return counts, retry_after
-
-
-def wait_ready(url: str, timeout_s: float = 30.0) -> float:
-    start = time.monotonic()
-    while httpx.get(f"{url}/readyz", timeout=10).status_code != 200:
-        assert time.monotonic() - start < timeout_s, f"/readyz not 200 after {timeout_s} s"
-        time.sleep(0.2)
-    return time.monotonic() - start
 
 
 def test_several_seed_nodes_are_accepted_and_a_dead_first_one_is_skipped(tmp_path: Path) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -29,7 +28,7 @@ from model_store.llm.models import load_causal_lm
 from model_store.llm.scorer import PromptScorer
 from model_store.llm.soft_tokens import Projector
 from model_store.llm.soft_vocab import add_embedding_tokens, packed_embeddings
-from tests.integration.service_process import running_service
+from tests.integration.service_process import running_service, wait_ready
 from tests.integration.vllm_server import prefix_cache_counters, start_vllm, stop_vllm, vllm_missing_reason
 
 pytestmark = [pytest.mark.integration]
@@ -110,10 +109,7 @@ BODY = {"user_id": "1", "item_ids": ["2", "5", "6"], "history_item_ids": ["0", "
 
 def predict(url: str) -> PredictResponse:
     """BODY's answer once /readyz says ready (the local model loads and warms up in the background)."""
-    deadline = time.monotonic() + 300
-    while httpx.get(f"{url}/readyz", timeout=5).status_code != 200:
-        assert time.monotonic() < deadline, "not ready in 300 s"
-        time.sleep(0.5)
+    wait_ready(url, timeout_s=300)
     answer = httpx.post(f"{url}/predict", json=BODY, timeout=120)
     assert answer.status_code == 200, answer.text
     return PredictResponse.model_validate_json(answer.content)

@@ -12,7 +12,6 @@ away must turn into 503s.
 from __future__ import annotations
 
 import random
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from app.schemas import ErrorResponse, PredictResponse
 from model_store.contract.snapshot import ItemEntry, SnapshotManifest, UserEntry
 from model_store.publish import Snapshot
 from model_store.publish.redis import RedisPublisher
-from tests.integration.service_process import running_service
+from tests.integration.service_process import running_service, wait_ready
 from tests.integration.vllm_server import (
     BLOCK_TOKENS,
     VllmServer,
@@ -104,10 +103,7 @@ def local_service(published: str, servable_dir: Path) -> Iterator[str]:
         BINLLM_LOCAL__DTYPE="float32",
         start_timeout_s=120,
     ) as url:
-        deadline = time.monotonic() + 180  # the model loads in the background; /readyz says when
-        while httpx.get(f"{url}/readyz", timeout=5).status_code != 200:
-            assert time.monotonic() < deadline, "local backend not ready in 180 s"
-            time.sleep(0.5)
+        wait_ready(url, timeout_s=180)  # the model loads in the background; /readyz says when
         yield url
 
 
