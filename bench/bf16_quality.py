@@ -1,9 +1,9 @@
 """What serving in bf16 (or int8) costs in quality: the same ML-1M valid rows scored in fp32 and in bf16, compared.
 
-The served model directory is loaded in fp32 and in bf16 (`load_causal_lm(dtype=...)`), or with `--candidate
-int8` in the int8 engine (`model_store.llm.int8`: the decoder's linear layers with dynamic int8 weights,
-for CPUs without native bf16; the summary's keys then say int8 where they say bf16; `--isa avx2` reruns it
-with the kernels capped at AVX2, as an AVX2-only CPU computes: `model_store.llm.isa`), and each copy scores
+The served model directory is loaded as the service loads it (`PromptScorer.from_dir`), in fp32 and in bf16,
+or with `--candidate int8` in the int8 engine (`model_store.llm.int8`: the decoder's linear layers with dynamic
+int8 weights, for CPUs without native bf16; the summary's keys then say int8 where they say bf16; `--isa avx2`
+reruns it with the kernels capped at AVX2, as an AVX2-only CPU computes: `model_store.llm.isa`), and each copy scores
 the very same rows through `PromptScorer.score_groups`, the path the embedded service runs, with the Yes/No
 tokens its manifest records. Only the weights and activations change dtype: the Yes/No margin and the sigmoid
 stay in fp32 in both. A second fp32 run batches the rows differently (`--jitter-batch-size`,
@@ -44,8 +44,6 @@ import numpy as np
 import torch
 
 from model_store.contract.fusion import ScoreFusion
-from model_store.contract.snapshot import MANIFEST_FILENAME, ModelManifest
-from model_store.llm.answer import AnswerTokens, find_answer_tokens
 from model_store.llm.dataset import CodeLookup, PromptSet
 from model_store.llm.evaluate import (
     SplitPrompts,
@@ -57,13 +55,7 @@ from model_store.llm.evaluate import (
     warm_rows,
 )
 from model_store.llm.isa import isa_capped, reexec_capped
-from model_store.llm.models import (
-    cpu_has_bf16,
-    default_device,
-    load_causal_lm,
-    prepare_for_serving,
-    serving_dtype,
-)
+from model_store.llm.models import cpu_has_bf16, default_device
 from model_store.llm.scorer import PromptScorer
 from model_store.metrics import evaluate_scores
 from model_store.paired_bootstrap import interval_excludes, intervals_as_dict, paired_bootstrap
@@ -77,25 +69,12 @@ AUC_LOSS_BAR = 0.002  # bf16 is dropped only when its AUC interval shows a loss 
 SHORT_NAMES = {"bfloat16": "bf16", "int8": "int8"}  # the candidate engine as the summary's keys name it
 
 
-def answer_tokens(model_dir: Path, scorer_tokenizer: Any) -> AnswerTokens:
-    """The Yes/No tokens the manifest records (as the service reads them), else the tokenizer's."""
-    manifest_path = model_dir / MANIFEST_FILENAME
-    if manifest_path.is_file():
-        manifest = ModelManifest.model_validate_json(manifest_path.read_bytes())
-        return AnswerTokens(
-            manifest.yes_token, manifest.no_token, manifest.yes_token_id, manifest.no_token_id
-        )
-    return find_answer_tokens(scorer_tokenizer)
-
-
 def score_rows(
     model_dir: Path, engine: str, data: PromptSet, *, device: str, batch_size: int, rows_per_call: int
 ) -> tuple[np.ndarray, float]:
     """P(Yes) per row of `data` with the weights run by `engine` ("float32", "bfloat16", "int8"), and the
     seconds the scoring took (not the load)."""
-    model, tokenizer = load_causal_lm(model_dir, dtype=serving_dtype(engine, device), device=device)
-    prepare_for_serving(model, engine)
-    scorer = PromptScorer(model, tokenizer, answer_tokens(model_dir, tokenizer))
+    scorer = PromptScorer.from_dir(model_dir, device=device, dtype=engine)  # as the service loads it
     groups, rows = prefix_text_groups(data)
     p_yes = np.zeros(len(data), dtype=np.float64)  # [N]
     scorer.score_groups([(groups[0][0], groups[0][1][:1])], batch_size=batch_size)  # warm-up, untimed
@@ -105,7 +84,7 @@ def score_rows(
         for index, scores in zip(call, scored, strict=True):
             p_yes[rows[index]] = scores
     seconds = time.perf_counter() - started
-    del scorer, model
+    del scorer
     return p_yes, seconds
 
 
