@@ -195,9 +195,10 @@ def main() -> None:
     drift: dict[str, float] = {}  # dtype -> max |P(Yes) - fp32's| on the serving prompts
     int8_model = None
     for layout, dtype in configs:
-        if dtype == "int8":  # quantized once, from the fp32 weights
-            model.to(torch.float32)  # type: ignore[arg-type]  # transformers hides Module.to
-            int8_model = int8_model or quantize_int8(copy.deepcopy(model))
+        if dtype == "int8":
+            if int8_model is None:  # quantized once, from the fp32 weights
+                model.to(torch.float32)  # type: ignore[arg-type]  # transformers hides Module.to
+                int8_model = quantize_int8(copy.deepcopy(model))
             run_model = int8_model
         else:
             model.to(getattr(torch, dtype))

@@ -49,16 +49,16 @@ ML1M_DATA = Path("../shared/data/ml-1m-collm")
 ML1M_SPLITS = ("train_ood2.jsonl.gz", "valid_ood2.jsonl.gz")  # valid_small is a sample of valid
 SHIPPED_ML1M = Path(__file__).resolve().parent / "models" / "ml1m"
 TUNED_NOTES = {
-    "codes": "SmolLM2-135M-Instruct tuned on ML-1M (BinLLM two-stage LoRA); see model_store/models/ml1m/MODEL_CARD.md",
+    "codes": "SmolLM2-135M-Instruct tuned on ML-1M (BinLLM two-stage LoRA); see "
+    "model_store/models/ml1m/MODEL_CARD.md",
     "embeddings": "SmolLM2-135M-Instruct tuned on ML-1M (CoLLM: projector on the BinLLM adapter); see "
     "model_store/models/ml1m/MODEL_CARD.md",
 }
 Source = Literal["auto", "ml1m", "synthetic"]
 Encoding = Literal["codes", "embeddings"]
 SHIPPED_ADAPTERS: dict[str, str] = {"codes": "adapter", "embeddings": "adapter-collm"}  # under SHIPPED_ML1M
-DEFAULT_ENCODING: Encoding = (
-    "codes"  # the encoding whose ML-1M model wins on the whole valid split (model card)
-)
+# the encoding whose ML-1M model wins on the whole valid split (model card)
+DEFAULT_ENCODING: Encoding = "codes"
 
 
 class DemoPaths(BaseModel):

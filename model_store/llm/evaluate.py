@@ -38,9 +38,8 @@ from model_store.contract.prompts import PromptStyle
 from model_store.contract.snapshot import MANIFEST_FILENAME, ModelManifest
 from model_store.data.io import read_split
 from model_store.llm.dataset import CodeLookup, PromptSet, build_prompts
-from model_store.llm.int8 import is_int8
 from model_store.llm.models import load_causal_lm, prepare_for_serving
-from model_store.llm.scorer import BATCH_SIZE, ROWS_PER_PREFIX_PASS, PromptScorer
+from model_store.llm.scorer import BATCH_SIZE, ROWS_PER_PREFIX_PASS, PromptScorer, weights_name
 from model_store.llm.soft_tokens import Projector, has_projector, install_projector
 from model_store.llm.tune import read_adapter_card
 from model_store.metrics import evaluate_scores
@@ -267,7 +266,8 @@ def score_split(
     `max_samples` keeps whole (user, history) groups (see `build_prompts`), so a subsample still shares
     prefixes. `dtype` ("auto", "float32", "bfloat16", "int8") is the service's `BINLLM_LOCAL__DTYPE`. Metrics:
     auc/uauc/logloss/n of the served score, `warm`/`cold` by the split's `not_cold` column, `p_yes` (the
-    LLM alone) when a blend is served, n_cold, with_codes, code_version, and `dtype`, the weights' dtype ("int8" for the int8 engine).
+    LLM alone) when a blend is served, n_cold, with_codes, code_version, and `dtype`, the weights' dtype
+    ("int8" for the int8 engine).
     """
     model_path = Path(model_dir)
     adapter_path = Path(adapter_dir) if adapter_dir is not None else None
@@ -321,8 +321,7 @@ def score_split(
         and prompt_codes.version != plan.code_version
     ):
         metrics["warning"] = f"codes version {prompt_codes.version} != tuned with {plan.code_version}"
-    weights = str(next(scorer.model.parameters()).dtype).removeprefix("torch.")
-    metrics["dtype"] = "int8" if is_int8(scorer.model) else weights
+    metrics["dtype"] = weights_name(scorer.model)
     return SplitScores(data, p_yes, score, warm, not_cold, metrics, alone)
 
 

@@ -22,8 +22,6 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
-INT8_ENGINE = "torch-int8"  # how /readyz and the ready line name it
-
 
 def decoder_linears(model: nn.Module) -> set[str]:
     """Names of the `nn.Linear` modules inside the decoder layers (attention and MLP projections)."""

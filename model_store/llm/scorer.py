@@ -21,7 +21,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from model_store.contract.snapshot import MANIFEST_FILENAME, ModelManifest
 from model_store.llm.answer import AnswerTokens, find_answer_tokens, yes_no_margin
 from model_store.llm.grouped import batches_of_groups, make_group, ordered_margins
-from model_store.llm.int8 import INT8_ENGINE, is_int8
+from model_store.llm.int8 import is_int8
 from model_store.llm.models import default_device, load_causal_lm, prepare_for_serving, serving_dtype
 from model_store.llm.soft_tokens import (
     Projector,
@@ -37,13 +37,17 @@ ROWS_PER_PREFIX_PASS = (
 )
 
 
-def engine_name(model: PreTrainedModel) -> str:
-    """What runs the model, as /readyz names it: "torch-int8", or "torch-<dtype>[-<device>]"."""
+def weights_name(model: PreTrainedModel) -> str:
+    """What the weights are: "int8" for the int8 engine, else their dtype ("float32", "bfloat16")."""
     if is_int8(model):
-        return INT8_ENGINE
-    weights = next(model.parameters())
-    where = "" if weights.device.type == "cpu" else f"-{weights.device.type}"
-    return f"torch-{str(weights.dtype).removeprefix('torch.')}{where}"
+        return "int8"
+    return str(next(model.parameters()).dtype).removeprefix("torch.")
+
+
+def engine_name(model: PreTrainedModel) -> str:
+    """What runs the model, as /readyz names it: "torch-<weights>[-<device>]" ("torch-int8", "torch-bfloat16")."""
+    device = next(model.parameters()).device.type
+    return f"torch-{weights_name(model)}{'' if device == 'cpu' else f'-{device}'}"
 
 
 class PromptScorer:

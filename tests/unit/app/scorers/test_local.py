@@ -274,7 +274,7 @@ def test_int8_engine_quantizes_the_decoder_linears_only_and_scores_close_to_fp32
 ) -> None:
     import torch
 
-    from model_store.llm.int8 import INT8_ENGINE, is_int8
+    from model_store.llm.int8 import is_int8
 
     groups = [('#Question: A user liked "Heat". Will they enjoy ', ['"Ran"? #Answer:', '"Up"? #Answer:'])]
     fp32_scorer = load_prompt_scorer(tiny_llama_dir, dtype="float32")
@@ -282,7 +282,7 @@ def test_int8_engine_quantizes_the_decoder_linears_only_and_scores_close_to_fp32
     scorer = load_prompt_scorer(tiny_llama_dir, dtype="int8")
     model = scorer.model  # type: ignore[attr-defined]
     assert is_int8(model) and not is_int8(fp32_scorer.model)  # type: ignore[attr-defined]
-    assert scorer.engine == INT8_ENGINE  # type: ignore[attr-defined]
+    assert scorer.engine == "torch-int8"  # type: ignore[attr-defined]  # as /readyz names it
     quantized = {name for name, m in model.named_modules() if type(m).__module__.startswith("torch.ao")}
     assert quantized and all(".layers." in name for name in quantized)  # not the LM head
     assert isinstance(model.get_output_embeddings(), torch.nn.Linear)
