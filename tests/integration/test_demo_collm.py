@@ -1,13 +1,12 @@
-"""The shipped CoLLM model one setting away: `binllm demo build --encoding embeddings` (what `make serve
-ENCODING=embeddings` runs) exports the shipped CoLLM adapter with its projector and the codes' embeddings as
-vocabulary tokens, publishes the ML-1M users and items with their CF embeddings, and the service started on
+"""The shipped CoLLM model one setting away: `make demo ENCODING=embeddings` (what `make serve
+ENCODING=embeddings` builds before it serves: `binllm demo build --encoding embeddings`) exports the shipped
+CoLLM adapter with its projector and the codes' embeddings as vocabulary tokens, publishes the ML-1M users and items with their CF embeddings, and the service started on
 it answers with the LLM, each prompt carrying soft tokens."""
 
 from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import httpx
@@ -30,9 +29,8 @@ def test_the_collm_demo_builds_and_serves_soft_token_scores(tmp_path: Path) -> N
     if not all((data / name).is_file() for name in ML1M_SPLITS):
         pytest.skip(f"the ML-1M splits are not at {data}")
     assert (SHIPPED_ML1M / SHIPPED_ADAPTERS["embeddings"] / PROJECTOR_PATH).is_file()
-    binllm = str(Path(sys.executable).parent / "binllm")
     out = tmp_path / "demo"
-    build = [binllm, "demo", "build", "--out", str(out), "--encoding", "embeddings", "--ml1m", str(data)]
+    build = ["make", "-s", "demo", "ENCODING=embeddings", f"DEMO_DIR={out}"]  # `make serve`'s build step
     result = subprocess.run(build, cwd=REPO, capture_output=True, text=True, timeout=1200)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "encoding: embeddings" in result.stdout
