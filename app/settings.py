@@ -80,6 +80,13 @@ class LocalSettings(BaseModel):
         "AUC/UAUC is measured by bench/bf16_quality.py (paired bootstrap on ML-1M valid, README). The Yes/No "
         "margin and sigmoid stay fp32 either way.",
     )
+    prefix_cache_mb: int = Field(
+        default=256,
+        ge=0,
+        description="Memory for the key/value states of recently scored user prefixes, so a request's later "
+        "chunks (and the same user's next request) skip the prefix pass; ~4.4 MB per user for SmolLM2 in "
+        "bf16; 0 = off.",
+    )
     chunk_candidates: int | None = Field(
         default=32,
         ge=1,

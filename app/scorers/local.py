@@ -49,7 +49,9 @@ class PrefixScorer(Protocol):
         ...
 
 
-def load_prompt_scorer(model_dir: Path, threads: int | None = None, dtype: str = "float32") -> PrefixScorer:
+def load_prompt_scorer(
+    model_dir: Path, threads: int | None = None, dtype: str = "float32", prefix_cache_mb: int = 256
+) -> PrefixScorer:
     """Load a servable model directory into a PromptScorer (blocking; imports torch).
 
     `PromptScorer.from_dir` is also what `binllm llm eval` loads, so the two score alike.
@@ -60,7 +62,9 @@ def load_prompt_scorer(model_dir: Path, threads: int | None = None, dtype: str =
 
     if threads is not None:
         torch.set_num_threads(threads)
-    scorer: PrefixScorer = PromptScorer.from_dir(model_dir, dtype=dtype)
+    scorer: PrefixScorer = PromptScorer.from_dir(
+        model_dir, dtype=dtype, prefix_cache_bytes=prefix_cache_mb << 20
+    )
     return scorer
 
 
@@ -147,7 +151,9 @@ class LocalScorer:
     def from_settings(cls, settings: LocalSettings) -> LocalScorer:
         """A scorer that will load `settings.model_dir` when started."""
         return cls(
-            lambda: load_prompt_scorer(settings.model_dir, settings.threads, settings.dtype),
+            lambda: load_prompt_scorer(
+                settings.model_dir, settings.threads, settings.dtype, settings.prefix_cache_mb
+            ),
             batch_wait_ms=settings.batch_wait_ms,
             max_batch_prompts=settings.max_batch_prompts,
             small_job_prompts=settings.small_job_prompts,

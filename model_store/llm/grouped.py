@@ -24,6 +24,7 @@ from transformers import DynamicCache
 from transformers.masking_utils import create_causal_mask
 
 from model_store.llm.answer import AnswerTokens
+from model_store.llm.prefix_cache import CacheScope, LayerKV
 
 # transformers 5.24 (this project's pin) names the KV cache argument `cache`; 5.17, still common on GPU hosts
 # whose torch and transformers come with the system image, names it `past_key_values`. Same object, other keyword.
@@ -224,34 +225,39 @@ def _rows_of(per_group: torch.Tensor, row_group: torch.Tensor) -> torch.Tensor:
     return per_group.index_select(0, row_group)
 
 
-def shared_pass(
+def prefix_pass(
+    decoder: Any, batch: GroupBatch, prefix_in: torch.Tensor, layers: range
+) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
+    """Runs `layers` on each group's prefix once (left-padded): (outputs [G, P, E], keys and values of each
+    layer in `layers`, each [G, H_kv, P, D])."""
+    prefix_mask = batch.prefix_mask.to(prefix_in.device)
+    prefix_positions = (prefix_mask.cumsum(-1) - 1).clamp(min=0)  # [G, P]
+    prefix_cache = DynamicCache(config=decoder.config)
+    prefix_out = run_layers(decoder, prefix_in, prefix_mask, prefix_positions, prefix_cache, layers)
+    cache_layers: list[Any] = [prefix_cache.layers[index] for index in layers]
+    return prefix_out, [(layer.keys, layer.values) for layer in cache_layers]
+
+
+def rest_pass(
     decoder: Any,
     batch: GroupBatch,
-    prefix_in: torch.Tensor,
+    kv: Sequence[tuple[torch.Tensor, torch.Tensor]],
     rest_in: torch.Tensor,
     layers: range,
     rest_chunk: int | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Runs `layers` on each group's prefix once, then on every row's remainder against its group's KV.
+) -> torch.Tensor:
+    """Runs `layers` on every row's remainder against its group's prefix keys and values `kv` (per layer
+    [G, H_kv, P, D], left-padded as `batch.prefix_mask`): outputs [N, L, E].
 
-    `prefix_in` [G, P, E] and `rest_in` [N, L, E] are the inputs of `layers.start` (embeddings for layer 0).
-    Returns the outputs of the last layer in `layers`, before the final norm: ([G, P, E], [N, L, E]).
-    `rest_chunk` runs the remainders that many rows at a time, shortest first, all against the one prefix
-    pass: small chunks keep each row's copy of its prefix cache in CPU cache and waste little on padding.
+    `rest_chunk` runs the remainders that many rows at a time, shortest first: small chunks keep each row's
+    copy of its prefix cache in CPU cache and waste little on padding.
     """
     device = rest_in.device
     row_group = batch.row_group.to(device)
     start = batch.prefix_lengths.to(device)[row_group][:, None]  # [N, 1]
     rest_positions = start + torch.arange(rest_in.shape[1], device=device)[None, :]  # [N, L]
     rest_mask = batch.rest_mask.to(device)  # [N, L]
-    if batch.prefix_mask.shape[1] == 0:
-        return prefix_in, run_layers(decoder, rest_in, rest_mask, rest_positions, None, layers)
-    prefix_mask = batch.prefix_mask.to(device)
-    prefix_positions = (prefix_mask.cumsum(-1) - 1).clamp(min=0)  # [G, P]
-    prefix_cache = DynamicCache(config=decoder.config)
-    prefix_out = run_layers(decoder, prefix_in, prefix_mask, prefix_positions, prefix_cache, layers)
-    cache_layers: list[Any] = [prefix_cache.layers[index] for index in layers]
-    kv = [(layer.keys, layer.values) for layer in cache_layers]  # each [G, H_kv, P, D]
+    prefix_mask = batch.prefix_mask.to(device)  # [G, P]
 
     def rests_of(rows: torch.Tensor) -> torch.Tensor:  # rows [n] -> their outputs [n, L_rows, E]
         width = int(batch.lengths[rows.cpu()].max())
@@ -265,13 +271,85 @@ def shared_pass(
 
     every_row = torch.arange(rest_in.shape[0], device=device)
     if rest_chunk is None or rest_chunk >= rest_in.shape[0]:
-        return prefix_out, rests_of(every_row)
+        return rests_of(every_row)
     rest_out = torch.zeros_like(rest_in)  # [N, L, E]
     by_length = every_row[torch.argsort(batch.lengths.to(device), stable=True)]
     for chunk in by_length.split(rest_chunk):
         out = rests_of(chunk)
         rest_out[chunk, : out.shape[1]] = out
-    return prefix_out, rest_out
+    return rest_out
+
+
+def shared_pass(
+    decoder: Any,
+    batch: GroupBatch,
+    prefix_in: torch.Tensor,
+    rest_in: torch.Tensor,
+    layers: range,
+    rest_chunk: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Runs `layers` on each group's prefix once, then on every row's remainder against its group's KV.
+
+    `prefix_in` [G, P, E] and `rest_in` [N, L, E] are the inputs of `layers.start` (embeddings for layer 0).
+    Returns the outputs of the last layer in `layers`, before the final norm: ([G, P, E], [N, L, E]).
+    `rest_chunk`: see `rest_pass`.
+    """
+    if batch.prefix_mask.shape[1] == 0:
+        rest_mask, device = batch.rest_mask.to(rest_in.device), rest_in.device
+        positions = torch.arange(rest_in.shape[1], device=device)[None, :].expand(rest_in.shape[0], -1)
+        return prefix_in, run_layers(decoder, rest_in, rest_mask, positions, None, layers)
+    prefix_out, kv = prefix_pass(decoder, batch, prefix_in, layers)
+    return prefix_out, rest_pass(decoder, batch, kv, rest_in, layers, rest_chunk)
+
+
+def cached_prefix_kv(
+    decoder: Any,
+    groups: Sequence[PrefixGroup],
+    batch: GroupBatch,
+    prefix_in: torch.Tensor,
+    scope: CacheScope,
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The prefix keys and values of a batch of groups (per layer [G, H_kv, P, D], left-padded), from the
+    cache when every group's prefix is there, else from one prefix pass whose states are then kept."""
+    cache = scope.cache
+    keys = [scope.key(group.prefix) for group in groups]
+    stored = [cache.get(key) for key in keys]
+    if all(entry is not None for entry in stored):
+        return _left_padded_kv([entry for entry in stored if entry is not None], batch.prefix_lengths)
+    _, kv = prefix_pass(decoder, batch, prefix_in, range(len(decoder.layers)))
+    width = batch.prefix_mask.shape[1]
+    for g, (key, length) in enumerate(zip(keys, batch.prefix_lengths.tolist(), strict=True)):
+        if len(groups) == 1:  # the pass's own tensors, nothing else refers to them
+            cache.put(key, list(kv))
+        else:  # a copy, so an entry does not hold the whole batch's tensors
+            cache.put(key, [(_one(k, g, width - length), _one(v, g, width - length)) for k, v in kv])
+    return kv
+
+
+def _one(states: torch.Tensor, group: int, first: int) -> torch.Tensor:
+    """A copy of one group's real prefix positions of a layer's keys or values: [1, H_kv, P_g, D]."""
+    return states[group : group + 1, :, first:].clone()
+
+
+def _left_padded_kv(
+    entries: Sequence[LayerKV], prefix_lengths: torch.Tensor
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Stored per-group states ([1, H_kv, P_g, D] per layer) stacked left-padded with zeros: [G, H_kv, P, D]."""
+    if len(entries) == 1:
+        return list(entries[0])
+    width = int(prefix_lengths.max())
+    out = []
+    for layer in range(len(entries[0])):
+        padded = []
+        for part in (0, 1):
+            first = entries[0][layer][part]
+            stacked = first.new_zeros((len(entries), first.shape[1], width, first.shape[3]))
+            for g, entry in enumerate(entries):
+                tensor = entry[layer][part]
+                stacked[g, :, width - tensor.shape[2] :] = tensor[0]
+            padded.append(stacked)
+        out.append((padded[0], padded[1]))
+    return out
 
 
 def group_margins(
@@ -281,13 +359,17 @@ def group_margins(
     pad_id: int,
     trunk: TrunkStates | None = None,
     rest_chunk: int | None = None,
+    prefix_cache: CacheScope | None = None,
 ) -> torch.Tensor:
     """z_yes - z_no of every row of `groups`, in group then row order: [N] float32 (differentiable).
 
     Prefixes are left-padded (each ends at column P - 1) and the remainders right-padded after them, so a
     row's real tokens sit at positions len(prefix) + j and pads are masked everywhere. With `trunk`, the
-    layers below `trunk.start` are not run: their cached outputs for these rows are the inputs.
+    layers below `trunk.start` are not run: their cached outputs for these rows are the inputs. With
+    `prefix_cache` (scoring only, whole model), prefixes whose keys and values it holds are not run again.
     """
+    if prefix_cache is not None and trunk is not None:
+        raise ValueError("the prefix cache holds whole-model states; it cannot start at a trunk")
     device = next(model.parameters()).device
     decoder: Any = model.get_decoder()  # type: ignore[operator]
     batch = layout(groups)
@@ -298,7 +380,11 @@ def group_margins(
         layers = range(trunk.start, len(decoder.layers))
         prefix_in = _left_padded_states([trunk.prefixes[group.prefix] for group in groups])
         rest_in = _right_padded_states([trunk.rests[row] for group in groups for row in group.rows])
-    _, hidden = shared_pass(decoder, batch, prefix_in, rest_in, layers, rest_chunk)
+    if prefix_cache is None or batch.prefix_mask.shape[1] == 0:
+        _, hidden = shared_pass(decoder, batch, prefix_in, rest_in, layers, rest_chunk)
+    else:
+        kv = cached_prefix_kv(decoder, groups, batch, prefix_in, prefix_cache)
+        hidden = rest_pass(decoder, batch, kv, rest_in, layers, rest_chunk)
     last = hidden[torch.arange(hidden.shape[0], device=device), (batch.lengths - 1).to(device)]  # [N, E]
     last = decoder.norm(last)  # RMSNorm is per position: norming only the read positions is the same
     weight = model.get_output_embeddings().weight  # type: ignore[operator]  # [V, E]
@@ -315,7 +401,8 @@ def ordered_margins(
     pad_id: int,
     trunk: TrunkStates | None = None,
     rest_chunk: int | None = None,
+    prefix_cache: CacheScope | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """`group_margins` and the prompt-set row index of each margin: ([N] float32, [N] long)."""
     rows = torch.tensor([row for group in batch for row in group.rows], dtype=torch.long)
-    return group_margins(model, batch, answer, pad_id, trunk, rest_chunk), rows
+    return group_margins(model, batch, answer, pad_id, trunk, rest_chunk, prefix_cache), rows

@@ -1,0 +1,109 @@
+"""What the prefix cache saves the service: one user's candidates scored chunk by chunk, with and without it.
+
+The service feeds a request to the model in chunks (`BINLLM_LOCAL__CHUNK_CANDIDATES`, 32), all sharing the
+user's prefix. Without the cache every chunk runs that prefix again; with it (`model_store.llm.prefix_cache`)
+only the first does. Same process, same model, the serving prompt of `bench/scoring_throughput.py` (real ML-1M
+histories when the split is present, random codes), interleaved repeats, medians:
+
+* one call: all candidates in one `score_groups` call (no chunking: the floor);
+* chunks, no cache: what the service did before the cache;
+* chunks, cache: each repeat starts from an empty cache, as a new user's request does.
+
+Prints each way's median seconds and candidates/s, the largest score difference between the two chunked
+ways, and last `speedup: X` (chunks without the cache / chunks with it).
+
+    python bench/prefix_cache.py [--model artifacts/demo/model] [--candidates 100] [--chunk 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from scoring_throughput import DEFAULT_SPLIT, STYLES, real_users, workload
+
+from model_store.llm.models import ensure_smollm2
+from model_store.llm.scorer import PromptScorer
+
+DEMO_MODEL = Path(__file__).resolve().parents[1] / "artifacts" / "demo" / "model"
+
+
+def main() -> None:
+    """Parse arguments, time the three ways interleaved, print the figures."""
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument(
+        "--model", type=Path, help="servable model directory (default: the demo's, else SmolLM2)"
+    )
+    parser.add_argument("--split", type=Path, default=DEFAULT_SPLIT)
+    parser.add_argument("--candidates", type=int, default=100)
+    parser.add_argument("--chunk", type=int, default=32, help="candidates per call, as the service chunks")
+    parser.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or int8 (as the service)")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model_dir = args.model or (DEMO_MODEL if DEMO_MODEL.is_dir() else ensure_smollm2())
+    scorer = PromptScorer.from_dir(model_dir, dtype=args.dtype)
+    cache = scorer.prefix_cache
+    if cache is None:
+        raise SystemExit("the scorer has no prefix cache")
+    histories, titles = real_users(args.split, 1, args.candidates) if args.split.is_file() else ([], [])
+    if not histories:
+        raise SystemExit(f"{args.split} is needed for real histories and titles")
+    prefix, suffixes = workload(STYLES["serving"], histories, titles, args.candidates)[0]
+    print(
+        f"model: {model_dir}, engine: {scorer.engine}, threads: {torch.get_num_threads()}, "
+        f"{len(suffixes)} candidates in chunks of {args.chunk}"
+    )
+
+    def chunked() -> list[float]:
+        return [
+            score
+            for start in range(0, len(suffixes), args.chunk)
+            for score in scorer.score_groups([(prefix, suffixes[start : start + args.chunk])])[0]
+        ]
+
+    def without_cache() -> list[float]:
+        scorer.prefix_cache = None
+        try:
+            return chunked()
+        finally:
+            scorer.prefix_cache = cache
+
+    def with_cache() -> list[float]:
+        cache.clear()  # a new user's request: its first chunk runs the prefix
+        return chunked()
+
+    def one_call() -> list[float]:
+        cache.clear()
+        return scorer.score_groups([(prefix, suffixes)])[0]
+
+    ways: dict[str, Callable[[], list[float]]] = {
+        "one call": one_call,
+        "chunks, no cache": without_cache,
+        "chunks, cache": with_cache,
+    }
+    with_cache()  # warm-up: thread pools, kernels, packed weights
+    seconds: dict[str, list[float]] = {name: [] for name in ways}
+    scores: dict[str, list[float]] = {}
+    for _ in range(args.repeats):
+        for name, run in ways.items():
+            started = time.perf_counter()
+            scores[name] = run()
+            seconds[name].append(time.perf_counter() - started)
+    for name, times in seconds.items():
+        median = statistics.median(times)
+        print(f"{name:17s} median {median:.2f} s ({len(suffixes) / median:.1f} candidates/s)")
+    diff = max(abs(a - b) for a, b in zip(scores["chunks, cache"], scores["chunks, no cache"], strict=True))
+    print(f"max abs score difference, chunks with vs without the cache: {diff:.2e}")
+    speedup = statistics.median(seconds["chunks, no cache"]) / statistics.median(seconds["chunks, cache"])
+    print(f"speedup: {speedup:.2f}")
+
+
+if __name__ == "__main__":
+    main()
