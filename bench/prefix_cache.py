@@ -10,9 +10,10 @@ histories when the split is present, random codes), interleaved repeats, medians
 * chunks, cache: each repeat starts from an empty cache, as a new user's request does.
 
 Prints each way's median seconds and candidates/s, the largest score difference between the two chunked
-ways, and last `speedup: X` (chunks without the cache / chunks with it).
+ways, and last `speedup: X` (chunks without the cache / chunks with it). `--profile` first prints where one
+call's time goes (`torch.profiler`: the operators with the most self CPU time, as shares).
 
-    python bench/prefix_cache.py [--model artifacts/demo/model] [--candidates 100] [--chunk 32]
+    python bench/prefix_cache.py [--model artifacts/demo/model] [--candidates 100] [--chunk 32] [--profile]
 """
 
 from __future__ import annotations
@@ -32,6 +33,16 @@ from model_store.llm.scorer import PromptScorer
 DEMO_MODEL = Path(__file__).resolve().parents[1] / "artifacts" / "demo" / "model"
 
 
+def print_profile(run: Callable[[], object], top: int = 6) -> None:
+    """The operators with the most self CPU time in one `run()`, as shares of the total."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as profile:
+        run()
+    events = sorted(profile.key_averages(), key=lambda event: -event.self_cpu_time_total)
+    total = sum(event.self_cpu_time_total for event in events)
+    shares = ", ".join(f"{e.key} {e.self_cpu_time_total / total:.0%}" for e in events[:top])
+    print(f"one call, self CPU time by operator: {shares}")
+
+
 def main() -> None:
     """Parse arguments, time the three ways interleaved, print the figures."""
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
@@ -44,6 +55,7 @@ def main() -> None:
     parser.add_argument("--dtype", default="auto", help="auto, float32, bfloat16 or int8 (as the service)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
+    parser.add_argument("--profile", action="store_true", help="first show where one call's time goes")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -89,6 +101,8 @@ def main() -> None:
         "chunks, cache": with_cache,
     }
     with_cache()  # warm-up: thread pools, kernels, packed weights
+    if args.profile:
+        print_profile(one_call)
     seconds: dict[str, list[float]] = {name: [] for name in ways}
     scores: dict[str, list[float]] = {}
     for _ in range(args.repeats):
