@@ -71,6 +71,18 @@ ITEM_CACHE_HITS = Counter("binllm_item_cache_hits_total", "Item entries served f
 ITEM_CACHE_MISSES = Counter(
     "binllm_item_cache_misses_total", "Item entries that had to be read from the store."
 )
+PREFIX_CACHE_HITS = Counter(
+    "binllm_prefix_cache_hits_total",
+    "User prefixes the in-process scorer found in its prefix cache (keys/values reused, not run again).",
+)
+PREFIX_CACHE_MISSES = Counter(
+    "binllm_prefix_cache_misses_total", "User prefixes the in-process scorer had to run."
+)
+PREFIX_CACHE_BYTES = Gauge(
+    "binllm_prefix_cache_bytes",
+    "Memory the in-process scorer's prefix cache holds, per process.",
+    multiprocess_mode="livesum",
+)
 STORE_ROUND_TRIPS = Counter(
     "binllm_store_round_trips_total", "Network round trips to the catalogue store.", ["store"]
 )

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from app import metrics
 from app.errors import BackendUnavailableError
 from app.scorers.base import PromptGroup
 from app.settings import LocalSettings
@@ -110,6 +111,12 @@ def score_batch(scorer: PrefixScorer, batch: Sequence[Sequence[PromptGroup]]) ->
     ]
 
 
+def _cache_counts(scorer: PrefixScorer) -> tuple[int, int]:
+    """(hits, misses) of the scorer's prefix cache so far; (0, 0) without one."""
+    cache = getattr(scorer, "prefix_cache", None)
+    return (cache.hits, cache.misses) if cache is not None else (0, 0)
+
+
 @dataclass
 class _Job:
     groups: Sequence[PromptGroup]
@@ -146,6 +153,7 @@ class LocalScorer:
         self._loading = False
         self.engine: str | None = None  # what runs the model once loaded ("torch-bfloat16"), for /readyz
         self.batches_run = 0  # worker-thread calls so far (observability, tests)
+        self._cache_counts = (0, 0)  # the prefix cache's hits and misses already exported to /metrics
 
     @classmethod
     def from_settings(cls, settings: LocalSettings) -> LocalScorer:
@@ -172,6 +180,7 @@ class LocalScorer:
                 seconds = await asyncio.to_thread(self._warm_up, scorer)
                 logger.info("local scorer: warm-up scoring took %.2f s", seconds)
             self.engine = getattr(scorer, "engine", None)
+            self._cache_counts = _cache_counts(scorer)  # the warm-up's lookups are not clients'
             self._scorer = scorer
             logger.info("local scorer: model loaded (%s)", self.engine)
         except Exception as exc:  # reported by ready() and every request, not fatal to the process
@@ -232,9 +241,22 @@ class LocalScorer:
                 if not job.future.done():
                     job.future.set_exception(exc)
             return
+        finally:
+            self._export_cache_metrics()
         for job, result in zip(jobs, results, strict=True):
             if not job.future.done():
                 job.future.set_result(result)
+
+    def _export_cache_metrics(self) -> None:
+        """Add the prefix cache's hits and misses since the last call to /metrics, and its size."""
+        if self._scorer is None:
+            return
+        hits, misses = _cache_counts(self._scorer)
+        metrics.PREFIX_CACHE_HITS.inc(hits - self._cache_counts[0])
+        metrics.PREFIX_CACHE_MISSES.inc(misses - self._cache_counts[1])
+        self._cache_counts = (hits, misses)
+        cache = getattr(self._scorer, "prefix_cache", None)
+        metrics.PREFIX_CACHE_BYTES.set(cache.bytes if cache is not None else 0)
 
     async def _batch_forever(self) -> None:
         while True:

@@ -304,3 +304,36 @@ def test_the_local_scorer_defaults_to_auto_and_says_which_engine_runs(tiny_llama
     expected = torch.bfloat16 if bf16_is_native("cpu") else torch.float32
     assert next(scorer.model.parameters()).dtype == expected  # type: ignore[attr-defined]
     assert scorer.engine == f"torch-{str(expected).removeprefix('torch.')}"
+
+
+def test_a_requests_later_chunks_reuse_its_prefix_and_metrics_count_it(tiny_llama_dir: Path) -> None:
+    from prometheus_client import REGISTRY
+
+    def sample(name: str) -> float:
+        return REGISTRY.get_sample_value(name) or 0.0
+
+    prefix = '#Question: A user liked "Heat" and "Fargo". Will they enjoy '
+    chunks = [[PromptGroup(prefix, (f'"Film {k}"? #Answer:', f'"Other {k}"? #Answer:'))] for k in range(3)]
+
+    async def run() -> list[list[list[float]]]:
+        scorer = LocalScorer.from_settings(LocalSettings(model_dir=tiny_llama_dir, dtype="float32"))
+        await scorer.start()
+        for _ in range(600):
+            if await scorer.ready():
+                break
+            await asyncio.sleep(0.05)
+        try:
+            return [await scorer.score(chunk) for chunk in chunks]  # one request's chunks, one at a time
+        finally:
+            await scorer.aclose()
+
+    hits, misses = sample("binllm_prefix_cache_hits_total"), sample("binllm_prefix_cache_misses_total")
+    scores = asyncio.run(run())
+    assert sample("binllm_prefix_cache_misses_total") - misses == 1  # the warm-up's lookups are not counted
+    assert sample("binllm_prefix_cache_hits_total") - hits == 2
+    assert sample("binllm_prefix_cache_bytes") > 0
+    uncached = load_prompt_scorer(tiny_llama_dir, prefix_cache_mb=0)
+    for chunk, got in zip(chunks, scores, strict=True):
+        assert got[0] == pytest.approx(
+            uncached.score_groups([(prefix, list(chunk[0].suffixes))])[0], abs=1e-5
+        )
