@@ -7,7 +7,9 @@ histories when the split is present, random codes), interleaved repeats, medians
 
 * one call: all candidates in one `score_groups` call (no chunking: the floor);
 * chunks, no cache: what the service did before the cache;
-* chunks, cache: each repeat starts from an empty cache, as a new user's request does.
+* chunks, cache: each repeat starts from an empty cache, as a new user's request does;
+* then one more candidate of the same user, alone (a returning user's one-item request), with the states the
+  chunks left in the cache and without the cache.
 
 Prints each way's median seconds and candidates/s, the largest score difference between the two chunked
 ways, and last `speedup: X` (chunks without the cache / chunks with it). `--profile` first prints where one
@@ -95,10 +97,22 @@ def main() -> None:
         cache.clear()
         return scorer.score_groups([(prefix, suffixes)])[0]
 
+    def one_more(cache_on: bool) -> Callable[[], list[float]]:
+        def run() -> list[float]:
+            scorer.prefix_cache = cache if cache_on else None
+            try:
+                return scorer.score_groups([(prefix, suffixes[-1:])])[0]
+            finally:
+                scorer.prefix_cache = cache
+
+        return run
+
     ways: dict[str, Callable[[], list[float]]] = {
         "one call": one_call,
         "chunks, no cache": without_cache,
         "chunks, cache": with_cache,
+        "+1, cache": one_more(True),
+        "+1, no cache": one_more(False),
     }
     with_cache()  # warm-up: thread pools, kernels, packed weights
     if args.profile:
@@ -111,8 +125,8 @@ def main() -> None:
             scores[name] = run()
             seconds[name].append(time.perf_counter() - started)
     for name, times in seconds.items():
-        median = statistics.median(times)
-        print(f"{name:17s} median {median:.2f} s ({len(suffixes) / median:.1f} candidates/s)")
+        median, scored = statistics.median(times), len(scores[name])
+        print(f"{name:17s} median {median:.3f} s ({scored} candidates, {scored / median:.1f} candidates/s)")
     diff = max(abs(a - b) for a, b in zip(scores["chunks, cache"], scores["chunks, no cache"], strict=True))
     print(f"max abs score difference, chunks with vs without the cache: {diff:.2e}")
     speedup = statistics.median(seconds["chunks, no cache"]) / statistics.median(seconds["chunks, cache"])

@@ -65,13 +65,18 @@ def common_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
     return shortest
 
 
-def make_group(token_ids: Sequence[Sequence[int]], rows: Sequence[int]) -> PrefixGroup:
-    """The group of these prompts: their longest common token prefix, leaving each prompt >= 1 token.
+def make_group(
+    token_ids: Sequence[Sequence[int]], rows: Sequence[int], limit: int | None = None
+) -> PrefixGroup:
+    """The group of these prompts: their longest common token prefix, leaving each prompt >= 1 token, and
+    at most `limit` tokens when given.
 
     The shared part is found on tokens, not text: BPE may merge across the prefix/suffix text boundary.
     """
     members = [token_ids[row] for row in rows]
     shared = min(common_prefix_length(members), min(len(ids) for ids in members) - 1)
+    if limit is not None:
+        shared = min(shared, limit)
     return PrefixGroup(
         prefix=tuple(members[0][:shared]),
         rests=tuple(tuple(ids[shared:]) for ids in members),
@@ -311,18 +316,18 @@ def cached_prefix_kv(
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """The prefix keys and values of a batch of groups (per layer [G, H_kv, P, D], left-padded), from the
     cache when every group's prefix is there, else from one prefix pass whose states are then kept."""
-    cache = scope.cache
-    keys = [scope.key(group.prefix) for group in groups]
-    stored = [cache.get(key) for key in keys]
+    stored = [scope.lookup(group.prefix) for group in groups]
     if all(entry is not None for entry in stored):
         return _left_padded_kv([entry for entry in stored if entry is not None], batch.prefix_lengths)
     _, kv = prefix_pass(decoder, batch, prefix_in, range(len(decoder.layers)))
     width = batch.prefix_mask.shape[1]
-    for g, (key, length) in enumerate(zip(keys, batch.prefix_lengths.tolist(), strict=True)):
+    for g, (group, length) in enumerate(zip(groups, batch.prefix_lengths.tolist(), strict=True)):
         if len(groups) == 1:  # the pass's own tensors, nothing else refers to them
-            cache.put(key, list(kv))
+            scope.store(group.prefix, list(kv))
         else:  # a copy, so an entry does not hold the whole batch's tensors
-            cache.put(key, [(_one(k, g, width - length), _one(v, g, width - length)) for k, v in kv])
+            scope.store(
+                group.prefix, [(_one(k, g, width - length), _one(v, g, width - length)) for k, v in kv]
+            )
     return kv
 
 

@@ -161,6 +161,19 @@ class PromptScorer:
         """P(Yes) of `prefix + suffix` for each suffix, running the shared tokens once (one user's request)."""
         return self.score_groups([(prefix, suffixes)], batch_size=batch_size)[0]
 
+    def _single_prompt_limits(self, texts: Sequence[str], members: Sequence[range]) -> list[int | None]:
+        """Where a one-prompt group's shared part ends: at its prefix text's tokens (None for larger groups).
+
+        A lone prompt's common token prefix is the whole prompt minus its last token, a prefix no other call
+        shares; cut at the user's text instead, a one-candidate request finds the states an earlier request of
+        that user left in the prefix cache (and, missing them, runs as many tokens either way).
+        """
+        if self.prefix_cache is None or not any(len(rows) == 1 for rows in members):
+            return [None] * len(members)
+        lone = [text for text, rows in zip(texts, members, strict=True) if len(rows) == 1]
+        lengths = iter(len(ids) for ids in encode_prompts(self.tokenizer, lone).ids)
+        return [next(lengths) if len(rows) == 1 else None for rows in members]
+
     @torch.inference_mode()
     def score_groups(
         self, groups: Sequence[tuple[str, Sequence[str]]], batch_size: int = BATCH_SIZE
@@ -188,9 +201,17 @@ class PromptScorer:
         for _, suffixes in groups:
             members.append(range(start, start + len(suffixes)))
             start += len(suffixes)
-        prefix_groups = [make_group(token_ids, rows) for rows in members if len(rows)]
+        texts = [prefix for (prefix, _), rows in zip(groups, members, strict=True) if len(rows)]
+        limits = self._single_prompt_limits(texts, [rows for rows in members if len(rows)])
+        prefix_groups = [
+            make_group(token_ids, rows, limit)
+            for rows, limit in zip([rows for rows in members if len(rows)], limits, strict=True)
+        ]
         scores = torch.zeros(len(prompts))  # [N]
-        scope = None if self.prefix_cache is None else CacheScope(self.prefix_cache, encoded.table)
+        scope = None
+        if self.prefix_cache is not None:  # each user's states found by its prefix text
+            keys = {group.prefix: text for group, text in zip(prefix_groups, texts, strict=True)}
+            scope = CacheScope(self.prefix_cache, encoded.table, keys)
         with embedding_table(self.model, encoded.table):
             for batch in batches_of_groups(prefix_groups, ROWS_PER_PREFIX_PASS):
                 margins, rows = ordered_margins(
