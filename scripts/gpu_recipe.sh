@@ -9,8 +9,11 @@
 # bundle's), BINLLM_RECIPE_EPOCHS (2 per stage), BINLLM_RECIPE_TUNE_S (a time box for tuning, none by
 # default: when it runs out the best adapter validated so far is used), BINLLM_RECIPE_DEVICE (cuda),
 # BINLLM_RECIPE_BASE (a base model dir instead of SmolLM2), BINLLM_RECIPE_MAX_TRAIN (a seeded subsample;
-# default every row), BINLLM_RECIPE_BATCH (64 prompts), OUT (results: runs/ml1m), BINLLM_RECIPE_RUN
-# (working files: $OUT/scratch).
+# default every row), BINLLM_RECIPE_BATCH (64 prompts), BINLLM_RECIPE_OBJECTIVE (stage 2's loss: residual, the
+# LLM trained to add to the codes, its fusion shipped in binllm.json; or flip, or p_yes), BINLLM_RECIPE_LAYERS
+# (LoRA on the top 10 decoder layers; 30 = all of SmolLM2's), BINLLM_RECIPE_PATIENCE (4 validations without
+# gain stop a stage; a large value runs every epoch), OUT (results: runs/ml1m), BINLLM_RECIPE_RUN (working
+# files: $OUT/scratch).
 set -euo pipefail
 BUNDLE=${BINLLM_BUNDLE:-bundle}
 OUT=${OUT:-runs/ml1m}
@@ -51,8 +54,9 @@ set +e
     --train "$DATA/train_ood2.jsonl.gz" --valid "$DATA/valid_small_ood2.jsonl.gz" --base "$BASE" \
     --codes "$CODES" --out "$RUN/llm" --stages 1,2 --epochs "${BINLLM_RECIPE_EPOCHS:-2}" --device "$DEVICE" \
     ${BINLLM_RECIPE_MAX_TRAIN:+--max-train-samples "$BINLLM_RECIPE_MAX_TRAIN"} \
-    --max-valid-samples 600 --eval-every 100 --patience 4 --batch-size "${BINLLM_RECIPE_BATCH:-64}" \
-    --lr 1e-3 --lora-r 16 --lora-alpha 32 --lora-top-layers 10 \
+    --max-valid-samples 600 --eval-every 100 --patience "${BINLLM_RECIPE_PATIENCE:-4}" \
+    --batch-size "${BINLLM_RECIPE_BATCH:-64}" --objective "${BINLLM_RECIPE_OBJECTIVE:-residual}" \
+    --lr 1e-3 --lora-r 16 --lora-alpha 32 --lora-top-layers "${BINLLM_RECIPE_LAYERS:-10}" \
     --target-modules q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj \
     --layout serving --code-mode hex --unknown-codes learned --unknown-item-share 0.35 --no-progress \
     > "$OUT/tune.log" 2>&1

@@ -73,6 +73,7 @@ def test_the_recipe_runs_end_to_end_on_cpu_from_a_bundle(
         "BINLLM_RECIPE_DEVICE": "cpu",
         "BINLLM_RECIPE_EPOCHS": "1",
         "BINLLM_RECIPE_BATCH": "8",
+        "BINLLM_RECIPE_OBJECTIVE": "flip",
         "OMP_NUM_THREADS": "1",
     }
     result = subprocess.run(
@@ -82,6 +83,7 @@ def test_the_recipe_runs_end_to_end_on_cpu_from_a_bundle(
     metrics = json.loads((out / "eval_valid.json").read_text())
     assert metrics["n"] == 24 and 0.0 <= metrics["auc"] <= 1.0 and metrics["with_codes"] is True
     assert "warm" in metrics and "codes_only" in metrics
+    assert metrics["score"] == "blend"  # flip, like residual, ships the fusion it was trained with
     assert "done" in (out / "recipe.log").read_text()
     with tarfile.open(out / "adapter_and_report.tar.gz") as tar:
         names = tar.getnames()
