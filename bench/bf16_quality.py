@@ -8,7 +8,9 @@ the very same rows through `PromptScorer.score_groups`, the path the embedded se
 tokens its manifest records. Only the weights and activations change dtype: the Yes/No margin and the sigmoid
 stay in fp32 in both. A second fp32 run batches the rows differently (`--jitter-batch-size`,
 `--jitter-rows-per-call`): how far two fp32 runs that only pad and batch differently land apart is the
-numerical jitter a dtype's difference is judged against. Rows and prompts are built as `binllm llm eval` builds
+numerical jitter a dtype's difference is judged against; `--jitter-max-samples N` runs it on a seeded N-row
+share of the rows only (whole users; the jitter is the numerics', not the split's, and a whole-split run pays
+for it in hours on a small CPU). Rows and prompts are built as `binllm llm eval` builds
 them (`evaluate.split_prompts`: the model's prompt style and codes, `--max-samples` keeping whole (user,
 history) groups, seeded; `--max-samples 0` = the whole split). The served score is the manifest's blend when
 it declares one (as `/predict` and `llm eval` do), else P(Yes).
@@ -70,13 +72,24 @@ SHORT_NAMES = {"bfloat16": "bf16", "int8": "int8"}  # the candidate engine as th
 
 
 def score_rows(
-    model_dir: Path, engine: str, data: PromptSet, *, device: str, batch_size: int, rows_per_call: int
+    model_dir: Path,
+    engine: str,
+    data: PromptSet,
+    *,
+    device: str,
+    batch_size: int,
+    rows_per_call: int,
+    max_rows: int | None = None,
+    seed: int = 0,
 ) -> tuple[np.ndarray, float]:
     """P(Yes) per row of `data` with the weights run by `engine` ("float32", "bfloat16", "int8"), and the
-    seconds the scoring took (not the load)."""
+    seconds the scoring took (not the load). With `max_rows`, only a seeded draw of whole users' groups holding
+    about that many rows is scored; the other rows' P(Yes) is NaN."""
     scorer = PromptScorer.from_dir(model_dir, device=device, dtype=engine)  # as the service loads it
     groups, rows = prefix_text_groups(data)
-    p_yes = np.zeros(len(data), dtype=np.float64)  # [N]
+    if max_rows is not None:
+        groups, rows = drawn_groups(groups, rows, max_rows, seed)
+    p_yes = np.full(len(data), np.nan, dtype=np.float64)  # [N]
     scorer.score_groups([(groups[0][0], groups[0][1][:1])], batch_size=batch_size)  # warm-up, untimed
     started = time.perf_counter()
     for call in calls_of([len(suffixes) for _, suffixes in groups], rows_per_call):
@@ -86,6 +99,21 @@ def score_rows(
     seconds = time.perf_counter() - started
     del scorer
     return p_yes, seconds
+
+
+def drawn_groups(
+    groups: list[tuple[str, list[str]]], rows: list[list[int]], max_rows: int, seed: int
+) -> tuple[list[tuple[str, list[str]]], list[list[int]]]:
+    """Whole groups drawn in a seeded order until they hold at least `max_rows` rows (all when fewer), kept
+    in their original order."""
+    picked, total = [], 0
+    for index in np.random.default_rng(seed).permutation(len(groups)).tolist():
+        if total >= max_rows:
+            break
+        picked.append(index)
+        total += len(rows[index])
+    picked.sort()
+    return [groups[index] for index in picked], [rows[index] for index in picked]
 
 
 def scores_of_run(
@@ -148,6 +176,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--jitter-rows-per-call", type=int, default=128, help="the second fp32 run's rows per call"
     )
+    parser.add_argument(
+        "--jitter-max-samples",
+        type=int,
+        default=0,
+        help="rows of the second fp32 run, whole users, seeded (0 = all the rows)",
+    )
     parser.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples of users")
     parser.add_argument("--isa", choices=["native", "avx2"], default="native", help="cap the kernels' ISA")
     parser.add_argument(
@@ -178,15 +212,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     data, plan = prompted.data, prompted.plan
     fusion = read_fusion(args.model, None)
     candidate, short = args.candidate, SHORT_NAMES[args.candidate]
-    runs = {  # name -> (engine, batch size, rows per call)
-        "float32": ("float32", args.batch_size, args.rows_per_call),
-        candidate: (candidate, args.batch_size, args.rows_per_call),
-        "float32_rebatched": ("float32", args.jitter_batch_size, args.jitter_rows_per_call),
+    jitter_rows = args.jitter_max_samples or None
+    runs = {  # name -> (engine, batch size, rows per call, rows scored: None = all)
+        "float32": ("float32", args.batch_size, args.rows_per_call, None),
+        candidate: (candidate, args.batch_size, args.rows_per_call, None),
+        "float32_rebatched": ("float32", args.jitter_batch_size, args.jitter_rows_per_call, jitter_rows),
     }
     p_yes: dict[str, np.ndarray] = {}
     served: dict[str, np.ndarray] = {}
     lines: dict[str, dict[str, Any]] = {}
-    for name, (engine, batch_size, rows_per_call) in runs.items():
+    for name, (engine, batch_size, rows_per_call, max_rows) in runs.items():
         run = functools.partial(
             score_rows,
             args.model,
@@ -195,23 +230,33 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             device=device,
             batch_size=batch_size,
             rows_per_call=rows_per_call,
+            max_rows=max_rows,
+            seed=args.seed,
         )
-        p_yes[name], seconds = scores_of_run(args.scores_dir, name, len(data), run)
+        saved_as = name if max_rows is None else f"{name}_{max_rows}"  # a share is not the whole run
+        p_yes[name], seconds = scores_of_run(args.scores_dir, saved_as, len(data), run)
         served[name] = score = served_scores(fusion, prompted, codes, p_yes[name])
+        scored = ~np.isnan(p_yes[name])  # [N]: every row, or the jitter run's share
+        uids, labels = np.asarray(data.uids)[scored], np.asarray(data.labels)[scored]
         line: dict[str, Any] = {"run": name, "dtype": engine}
-        line.update(evaluate_scores(data.uids, data.labels, score))
+        line.update(evaluate_scores(uids, labels, score[scored]))
         line.update(batch_size=batch_size, rows_per_call=rows_per_call)
         if fusion is not None:
-            line["p_yes"] = dict(evaluate_scores(data.uids, data.labels, p_yes[name]))
-        line.update(seconds=round(seconds, 3), candidates_per_s=round(len(data) / seconds, 2))
+            line["p_yes"] = dict(evaluate_scores(uids, labels, p_yes[name][scored]))
+        line.update(seconds=round(seconds, 3), candidates_per_s=round(int(scored.sum()) / seconds, 2))
         lines[name] = line
         print(json.dumps(line, sort_keys=True), flush=True)
-    bootstrap = {
-        name: paired_bootstrap(
-            data.uids, data.labels, served["float32"], served[name], resamples=args.resamples, seed=args.seed
+    bootstrap = {}
+    for name in (candidate, "float32_rebatched"):
+        scored = ~np.isnan(p_yes[name])  # [N]
+        bootstrap[name] = paired_bootstrap(
+            np.asarray(data.uids)[scored],
+            np.asarray(data.labels)[scored],
+            served["float32"][scored],
+            served[name][scored],
+            resamples=args.resamples,
+            seed=args.seed,
         )
-        for name in (candidate, "float32_rebatched")
-    }
     candidate_ci, jitter_ci = bootstrap[candidate], bootstrap["float32_rebatched"]
     auc_loss = interval_excludes(candidate_ci["auc"], AUC_LOSS_BAR)
     uauc_bar = max(AUC_LOSS_BAR, abs(jitter_ci["uauc"].low), abs(jitter_ci["uauc"].high))
@@ -229,7 +274,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         "mean_abs_diff": float(diff.mean()),
         **intervals_as_dict(candidate_ci),
         **intervals_as_dict(jitter_ci, prefix="jitter_"),
-        "jitter_max_abs_diff": float(np.abs(p_yes["float32_rebatched"] - p_yes["float32"]).max()),
+        "jitter_max_abs_diff": float(np.nanmax(np.abs(p_yes["float32_rebatched"] - p_yes["float32"]))),
+        "jitter_rows": int((~np.isnan(p_yes["float32_rebatched"])).sum()),
         "ci_level": candidate_ci["auc"].level,
         "resamples": args.resamples,
         "uauc_loss_bar": uauc_bar,

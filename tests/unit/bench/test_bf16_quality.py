@@ -99,3 +99,24 @@ def test_the_int8_engine_is_compared_with_fp32_the_same_way(
     assert isinstance(summary["keep_int8"], bool) and "int8_speedup" in summary
     assert "auc_bf16" not in summary and summary["isa_capped"] is None
     assert 0 < summary["max_abs_diff"] < 0.1  # int8 really ran, and stayed close
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_the_jitter_run_can_score_a_seeded_share_of_whole_users(
+    tiny_llama_dir: Path, split: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--model", str(tiny_llama_dir), "--no-codes", "--split", str(split), "--device", "cpu"]
+    argv += ["--max-samples", "32", "--resamples", "50", "--jitter-max-samples", "9"]
+    summary = bench_module().main([*argv, "--scores-dir", str(tmp_path / "scores")])
+    lines = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert [line["n"] for line in lines[:3]] == [32, 32, summary["jitter_rows"]]
+    assert 9 <= summary["jitter_rows"] < 32 and summary["jitter_rows"] % 8 == 0  # whole users of 8 rows
+    assert summary["n_rows"] == 32
+    assert summary["jitter_max_abs_diff"] < 1e-4
+    low, high = summary["jitter_d_auc_ci"]
+    assert low <= 0 <= high
+    assert sorted(p.name for p in (tmp_path / "scores").iterdir()) == [
+        "bfloat16.npz",
+        "float32.npz",
+        "float32_rebatched_9.npz",  # a share is saved apart from a whole run
+    ]
