@@ -30,6 +30,17 @@ class FakeModel:
         return [[pseudo_score(prefix + s) for s in suffixes] for prefix, suffixes in groups]
 
 
+async def started_tiny_scorer(model_dir: Path) -> LocalScorer:
+    """A LocalScorer over `model_dir` in fp32, started and ready (loaded and warmed up)."""
+    scorer = LocalScorer.from_settings(LocalSettings(model_dir=model_dir, dtype="float32"))
+    await scorer.start()
+    for _ in range(600):
+        if await scorer.ready():
+            break
+        await asyncio.sleep(0.05)
+    return scorer
+
+
 def expected(groups: Sequence[PromptGroup]) -> list[list[float]]:
     return [[pseudo_score(p) for p in g.prompts()] for g in groups]
 
@@ -196,12 +207,7 @@ def test_real_tiny_model_scores_match_whole_prompt_scoring(tiny_llama_dir: Path)
     ]
 
     async def run() -> list[list[float]]:
-        scorer = LocalScorer.from_settings(LocalSettings(model_dir=tiny_llama_dir, dtype="float32"))
-        await scorer.start()
-        for _ in range(600):
-            if await scorer.ready():
-                break
-            await asyncio.sleep(0.05)
+        scorer = await started_tiny_scorer(tiny_llama_dir)
         try:
             return await scorer.score(groups)
         finally:
@@ -316,12 +322,7 @@ def test_a_requests_later_chunks_reuse_its_prefix_and_metrics_count_it(tiny_llam
     chunks = [[PromptGroup(prefix, (f'"Film {k}"? #Answer:', f'"Other {k}"? #Answer:'))] for k in range(3)]
 
     async def run() -> list[list[list[float]]]:
-        scorer = LocalScorer.from_settings(LocalSettings(model_dir=tiny_llama_dir, dtype="float32"))
-        await scorer.start()
-        for _ in range(600):
-            if await scorer.ready():
-                break
-            await asyncio.sleep(0.05)
+        scorer = await started_tiny_scorer(tiny_llama_dir)
         try:
             return [await scorer.score(chunk) for chunk in chunks]  # one request's chunks, one at a time
         finally:
