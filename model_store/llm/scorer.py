@@ -36,9 +36,8 @@ BATCH_SIZE = 16  # candidates per remainder pass: the embedded service's, and ev
 ROWS_PER_PREFIX_PASS = (
     512  # candidates whose users' prefixes run in one pass (their remainders run in chunks)
 )
-PREFIX_CACHE_BYTES = (
-    256 << 20
-)  # recent users' prefix keys/values (`prefix_cache`): ~60 users of SmolLM2 in bf16
+# recent users' prefix keys/values (`model_store.llm.prefix_cache`): ~60 users of SmolLM2 in bf16
+PREFIX_CACHE_BYTES = 256 << 20
 
 
 def weights_name(model: PreTrainedModel) -> str:
@@ -90,8 +89,9 @@ class PromptScorer:
         """A scorer over any HF causal-LM directory (e.g. a merged, exported BinLLM model), as the service loads it.
 
         `dtype` ("auto", "float32", "bfloat16", "int8": `serving_engine`) sets what runs the weights; None
-        keeps `load_causal_lm`'s default; `prefix_cache_bytes` bounds the prefix cache (0: none). The Yes/No tokens are those `binllm.json` records, when the directory
-        has one (the tokens the model was tuned with), else the tokenizer's.
+        keeps `load_causal_lm`'s default. `prefix_cache_bytes` bounds the prefix cache (0: none). The Yes/No
+        tokens are those `binllm.json` records, when the directory has one (the tokens the model was tuned
+        with), else the tokenizer's.
         """
         device = device or default_device()
         weights = serving_dtype(dtype, device) if dtype is not None else None
