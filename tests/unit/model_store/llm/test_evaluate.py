@@ -122,3 +122,23 @@ def test_eval_prints_the_codes_alone_and_a_paired_interval_of_the_difference(tin
 def test_a_subsampled_eval_says_it_is_a_sample(tiny_llama_dir, split):
     metrics = evaluate_split(tiny_llama_dir, split, max_samples=5, progress=False)
     assert metrics["sample"].startswith("sample of") and "not the whole split" in metrics["sample"]
+
+
+def test_groups_cover_every_row_once_shortest_prefix_first() -> None:
+    from model_store.llm.dataset import PromptSet
+    from model_store.llm.evaluate import prefix_text_groups
+
+    prefixes = ["a long prefix. ", "short. ", "a long prefix. ", "mid prefix. "]
+    data = PromptSet(
+        prompts=[prefix + f"item {k}?" for k, prefix in enumerate(prefixes)],
+        prefixes=prefixes,
+        labels=[0, 1, 0, 1],
+        uids=[0, 1, 0, 2],
+        iids=[0, 1, 2, 3],
+    )
+    groups, rows = prefix_text_groups(data)
+    assert [prefix for prefix, _ in groups] == ["short. ", "mid prefix. ", "a long prefix. "]
+    assert rows == [[1], [3], [0, 2]]
+    assert [prefix + suffix for (prefix, suffixes) in groups for suffix in suffixes] == [
+        data.prompts[row] for group_rows in rows for row in group_rows
+    ]
