@@ -146,13 +146,16 @@ def _right_padded_states(states: Sequence[torch.Tensor]) -> torch.Tensor:
     return out
 
 
-def _left_padded_states(states: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Per-group hidden states [len_g, E] stacked left-padded with zeros: [G, P, E]."""
-    width = max(state.shape[0] for state in states)
-    out = states[0].new_zeros((len(states), width, states[0].shape[1]))  # [G, P, E]
+def _left_padded_states(states: Sequence[torch.Tensor], axis: int = 0) -> torch.Tensor:
+    """Per-group tensors stacked, each left-padded with zeros along its position axis `axis` to the longest:
+    hidden states [len_g, E] -> [G, P, E]; keys or values [H_kv, len_g, D] (axis 1) -> [G, H_kv, P, D]."""
+    width = max(state.shape[axis] for state in states)
+    shape = list(states[0].shape)
+    shape[axis] = width
+    out = states[0].new_zeros((len(states), *shape))
     for index, state in enumerate(states):
-        if state.shape[0]:
-            out[index, width - state.shape[0] :] = state
+        length = state.shape[axis]
+        out[index].narrow(axis, width - length, length).copy_(state)
     return out
 
 
@@ -318,7 +321,7 @@ def cached_prefix_kv(
     cache when every group's prefix is there, else from one prefix pass whose states are then kept."""
     stored = [scope.lookup(group.prefix) for group in groups]
     if all(entry is not None for entry in stored):
-        return _left_padded_kv([entry for entry in stored if entry is not None], batch.prefix_lengths)
+        return _left_padded_kv([entry for entry in stored if entry is not None])
     _, kv = prefix_pass(decoder, batch, prefix_in, range(len(decoder.layers)))
     width = batch.prefix_mask.shape[1]
     for g, (group, length) in enumerate(zip(groups, batch.prefix_lengths.tolist(), strict=True)):
@@ -336,25 +339,17 @@ def _one(states: torch.Tensor, group: int, first: int) -> torch.Tensor:
     return states[group : group + 1, :, first:].clone()
 
 
-def _left_padded_kv(
-    entries: Sequence[LayerKV], prefix_lengths: torch.Tensor
-) -> list[tuple[torch.Tensor, torch.Tensor]]:
+def _left_padded_kv(entries: Sequence[LayerKV]) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """Stored per-group states ([1, H_kv, P_g, D] per layer) stacked left-padded with zeros: [G, H_kv, P, D]."""
     if len(entries) == 1:
         return list(entries[0])
-    width = int(prefix_lengths.max())
-    out = []
-    for layer in range(len(entries[0])):
-        padded = []
-        for part in (0, 1):
-            first = entries[0][layer][part]
-            stacked = first.new_zeros((len(entries), first.shape[1], width, first.shape[3]))
-            for g, entry in enumerate(entries):
-                tensor = entry[layer][part]
-                stacked[g, :, width - tensor.shape[2] :] = tensor[0]
-            padded.append(stacked)
-        out.append((padded[0], padded[1]))
-    return out
+    return [
+        (
+            _left_padded_states([entry[layer][0][0] for entry in entries], axis=1),
+            _left_padded_states([entry[layer][1][0] for entry in entries], axis=1),
+        )
+        for layer in range(len(entries[0]))
+    ]
 
 
 def group_margins(
