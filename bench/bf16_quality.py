@@ -50,9 +50,9 @@ from model_store.llm.dataset import CodeLookup, PromptSet
 from model_store.llm.evaluate import (
     SplitPrompts,
     blended_scores,
-    calls_of,
     prefix_text_groups,
     read_fusion,
+    score_groups_of_rows,
     split_prompts,
     warm_rows,
 )
@@ -89,13 +89,11 @@ def score_rows(
     groups, rows = prefix_text_groups(data)
     if max_rows is not None:
         groups, rows = drawn_groups(groups, rows, max_rows, seed)
-    p_yes = np.full(len(data), np.nan, dtype=np.float64)  # [N]
     scorer.score_groups([(groups[0][0], groups[0][1][:1])], batch_size=batch_size)  # warm-up, untimed
     started = time.perf_counter()
-    for call in calls_of([len(suffixes) for _, suffixes in groups], rows_per_call):
-        scored = scorer.score_groups([groups[index] for index in call], batch_size=batch_size)
-        for index, scores in zip(call, scored, strict=True):
-            p_yes[rows[index]] = scores
+    p_yes = score_groups_of_rows(
+        scorer, groups, rows, len(data), batch_size=batch_size, rows_per_call=rows_per_call
+    )
     seconds = time.perf_counter() - started
     del scorer
     return p_yes, seconds
@@ -220,6 +218,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     }
     p_yes: dict[str, np.ndarray] = {}
     served: dict[str, np.ndarray] = {}
+    scored: dict[str, np.ndarray] = {}  # run -> [N] bool: the rows it scored
     lines: dict[str, dict[str, Any]] = {}
     for name, (engine, batch_size, rows_per_call, max_rows) in runs.items():
         run = functools.partial(
@@ -236,27 +235,27 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         saved_as = name if max_rows is None else f"{name}_{max_rows}"  # a share is not the whole run
         p_yes[name], seconds = scores_of_run(args.scores_dir, saved_as, len(data), run)
         served[name] = score = served_scores(fusion, prompted, codes, p_yes[name])
-        scored = ~np.isnan(p_yes[name])  # [N]: every row, or the jitter run's share
-        uids, labels = np.asarray(data.uids)[scored], np.asarray(data.labels)[scored]
+        scored[name] = ~np.isnan(p_yes[name])  # [N]: every row, or the jitter run's share
+        uids, labels = np.asarray(data.uids)[scored[name]], np.asarray(data.labels)[scored[name]]
         line: dict[str, Any] = {"run": name, "dtype": engine}
-        line.update(evaluate_scores(uids, labels, score[scored]))
+        line.update(evaluate_scores(uids, labels, score[scored[name]]))
         line.update(batch_size=batch_size, rows_per_call=rows_per_call)
         if fusion is not None:
-            line["p_yes"] = dict(evaluate_scores(uids, labels, p_yes[name][scored]))
-        line.update(seconds=round(seconds, 3), candidates_per_s=round(int(scored.sum()) / seconds, 2))
+            line["p_yes"] = dict(evaluate_scores(uids, labels, p_yes[name][scored[name]]))
+        line.update(seconds=round(seconds, 3), candidates_per_s=round(len(uids) / seconds, 2))
         lines[name] = line
         print(json.dumps(line, sort_keys=True), flush=True)
-    bootstrap = {}
-    for name in (candidate, "float32_rebatched"):
-        scored = ~np.isnan(p_yes[name])  # [N]
-        bootstrap[name] = paired_bootstrap(
-            np.asarray(data.uids)[scored],
-            np.asarray(data.labels)[scored],
-            served["float32"][scored],
-            served[name][scored],
+    bootstrap = {
+        name: paired_bootstrap(
+            np.asarray(data.uids)[scored[name]],
+            np.asarray(data.labels)[scored[name]],
+            served["float32"][scored[name]],
+            served[name][scored[name]],
             resamples=args.resamples,
             seed=args.seed,
         )
+        for name in (candidate, "float32_rebatched")
+    }
     candidate_ci, jitter_ci = bootstrap[candidate], bootstrap["float32_rebatched"]
     auc_loss = interval_excludes(candidate_ci["auc"], AUC_LOSS_BAR)
     uauc_bar = max(AUC_LOSS_BAR, abs(jitter_ci["uauc"].low), abs(jitter_ci["uauc"].high))
@@ -275,7 +274,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         **intervals_as_dict(candidate_ci),
         **intervals_as_dict(jitter_ci, prefix="jitter_"),
         "jitter_max_abs_diff": float(np.nanmax(np.abs(p_yes["float32_rebatched"] - p_yes["float32"]))),
-        "jitter_rows": int((~np.isnan(p_yes["float32_rebatched"])).sum()),
+        "jitter_rows": int(scored["float32_rebatched"].sum()),
         "ci_level": candidate_ci["auc"].level,
         "resamples": args.resamples,
         "uauc_loss_bar": uauc_bar,

@@ -120,14 +120,31 @@ def score_rows(
     `CPU_ROWS_PER_CALL` on a CPU; `batch_size` is the candidates per remainder pass (default: the service's).
     """
     groups, rows = prefix_text_groups(data)
-    p_yes = np.zeros(len(data), dtype=np.float64)  # [N]
-    size = BATCH_SIZE if batch_size is None else batch_size
     per_call = CPU_ROWS_PER_CALL if scorer.device.type == "cpu" else ROWS_PER_PREFIX_PASS
-    calls = calls_of([len(s) for _, s in groups], per_call)
+    size = BATCH_SIZE if batch_size is None else batch_size
+    return score_groups_of_rows(
+        scorer, groups, rows, len(data), batch_size=size, rows_per_call=per_call, progress=progress
+    )
+
+
+def score_groups_of_rows(
+    scorer: PromptScorer,
+    groups: Sequence[tuple[str, list[str]]],
+    rows: Sequence[Sequence[int]],
+    n_rows: int,
+    *,
+    batch_size: int,
+    rows_per_call: int,
+    progress: bool = False,
+) -> np.ndarray:
+    """[n_rows] P(Yes) of the rows of `groups` (`rows[k]`: group k's rows), scored in calls of whole groups
+    holding about `rows_per_call` rows, one progress step each; rows of no group are NaN."""
+    p_yes = np.full(n_rows, np.nan, dtype=np.float64)  # [N]
+    calls = calls_of([len(suffixes) for _, suffixes in groups], rows_per_call)
     for call in tqdm(calls, desc="eval", disable=not progress, leave=False):
-        scored = scorer.score_groups([groups[index] for index in call], batch_size=size)
+        scored = scorer.score_groups([groups[index] for index in call], batch_size=batch_size)
         for index, scores in zip(call, scored, strict=True):
-            p_yes[rows[index]] = scores
+            p_yes[list(rows[index])] = scores
     return p_yes
 
 

@@ -44,12 +44,6 @@ def split(tmp_path: Path) -> Path:
     return write_split(rows_to_table(rows), tmp_path / "valid.parquet")
 
 
-def test_groups_and_calls_cover_every_row_once() -> None:
-    bench = bench_module()
-    assert bench.calls_of([3, 2, 5, 1], 5) == [range(0, 2), range(2, 3), range(3, 4)]
-    assert bench.calls_of([9], 4) == [range(0, 1)]
-
-
 @pytest.mark.usefixtures("one_torch_thread")
 def test_scores_the_same_rows_in_both_dtypes_and_prints_the_summary_last(
     tiny_llama_dir: Path, split: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]

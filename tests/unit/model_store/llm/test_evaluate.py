@@ -142,3 +142,10 @@ def test_groups_cover_every_row_once_shortest_prefix_first() -> None:
     assert [prefix + suffix for (prefix, suffixes) in groups for suffix in suffixes] == [
         data.prompts[row] for group_rows in rows for row in group_rows
     ]
+
+
+def test_calls_hold_whole_groups_and_cover_every_group_once() -> None:
+    from model_store.llm.evaluate import calls_of
+
+    assert calls_of([3, 2, 5, 1], 5) == [range(0, 2), range(2, 3), range(3, 4)]
+    assert calls_of([9], 4) == [range(0, 1)]
