@@ -66,9 +66,9 @@ def main() -> None:
     cache = scorer.prefix_cache
     if cache is None:
         raise SystemExit("the scorer has no prefix cache")
-    histories, titles = real_users(args.split, 1, args.candidates) if args.split.is_file() else ([], [])
-    if not histories:
+    if not args.split.is_file():
         raise SystemExit(f"{args.split} is needed for real histories and titles")
+    histories, titles = real_users(args.split, 1, args.candidates)
     prefix, suffixes = workload(STYLES["serving"], histories, titles, args.candidates)[0]
     print(
         f"model: {model_dir}, engine: {scorer.engine}, threads: {torch.get_num_threads()}, "

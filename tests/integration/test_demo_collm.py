@@ -1,7 +1,8 @@
 """The shipped CoLLM model one setting away: `make demo ENCODING=embeddings` (what `make serve
 ENCODING=embeddings` builds before it serves: `binllm demo build --encoding embeddings`) exports the shipped
-CoLLM adapter with its projector and the codes' embeddings as vocabulary tokens, publishes the ML-1M users and items with their CF embeddings, and the service started on
-it answers with the LLM, each prompt carrying soft tokens."""
+CoLLM adapter with its projector and the codes' embeddings as vocabulary tokens, publishes the ML-1M users and
+items with their CF embeddings, and the service started on it answers with the LLM, each prompt carrying soft
+tokens."""
 
 from __future__ import annotations
 
