@@ -202,10 +202,10 @@ class PromptScorer:
             members.append(range(start, start + len(suffixes)))
             start += len(suffixes)
         texts = [prefix for (prefix, _), rows in zip(groups, members, strict=True) if len(rows)]
-        limits = self._single_prompt_limits(texts, [rows for rows in members if len(rows)])
+        nonempty = [rows for rows in members if len(rows)]
+        limits = self._single_prompt_limits(texts, nonempty)
         prefix_groups = [
-            make_group(token_ids, rows, limit)
-            for rows, limit in zip([rows for rows in members if len(rows)], limits, strict=True)
+            make_group(token_ids, rows, limit) for rows, limit in zip(nonempty, limits, strict=True)
         ]
         scores = torch.zeros(len(prompts))  # [N]
         scope = None
