@@ -47,8 +47,8 @@ from model_store.paired_bootstrap import paired_bootstrap
 from model_store.small_sample import is_small_sample, small_sample_note
 
 # Rows per scoring call on a CPU: a call's prefixes run as one batch, and ~280 users' prefixes at once (512 rows)
-# overflow the CPU's caches. On a 2-core AVX512-BF16 CPU, 1,500 ML-1M valid rows scored in 180.6 s in calls of
-# 64 against 251.9 s in calls of 512 (bf16, the shipped model).
+# overflow the CPU's caches; calls of 64 rows (what bench/bf16_quality.py's runs use) scored ML-1M valid rows
+# markedly faster on a 2-core CPU. A GPU keeps ROWS_PER_PREFIX_PASS.
 CPU_ROWS_PER_CALL = 64
 
 
