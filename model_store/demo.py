@@ -49,9 +49,9 @@ ML1M_DATA = Path("../shared/data/ml-1m-collm")
 ML1M_SPLITS = ("train_ood2.jsonl.gz", "valid_ood2.jsonl.gz")  # valid_small is a sample of valid
 SHIPPED_ML1M = Path(__file__).resolve().parent / "models" / "ml1m"
 TUNED_NOTES = {
-    "codes": "SmolLM2-135M-Instruct tuned on ML-1M (BinLLM two-stage LoRA); see "
+    "codes": "SmolLM2-135M-Instruct tuned on ML-1M (BinLLM, residual objective over the codes); see "
     "model_store/models/ml1m/MODEL_CARD.md",
-    "embeddings": "SmolLM2-135M-Instruct tuned on ML-1M (CoLLM: projector on the BinLLM adapter); see "
+    "embeddings": "SmolLM2-135M-Instruct tuned on ML-1M (CoLLM: projector on the BinLLM P(Yes) adapter); see "
     "model_store/models/ml1m/MODEL_CARD.md",
 }
 Source = Literal["auto", "ml1m", "synthetic"]

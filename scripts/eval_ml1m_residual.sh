@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # The whole-valid table of the model card for the residual run: export the adapter that
 # scripts/tune_ml1m_residual.sh left in RUN_DIR, then score all 10,401 valid rows with it and with a baseline
-# adapter (default: the one in model_store/models/ml1m/adapter, i.e. the adapter the run started from, as long
-# as it is not yet replaced), each with the codes alone on the same rows and the paired bootstrap interval of
-# served minus codes; --report adds the ROC and calibration plots. Prints the markdown table last.
+# adapter (default: model_store/models/ml1m/adapter-pyes, the P(Yes) adapter the run started from), each with
+# the codes alone on the same rows and the paired bootstrap interval of served minus codes; --report adds the
+# ROC and calibration plots. Prints the markdown table last.
 # Usage: scripts/eval_ml1m_residual.sh RUN_DIR [BASELINE_ADAPTER]
 set -euo pipefail
 RUN=${1:?usage: scripts/eval_ml1m_residual.sh RUN_DIR [BASELINE_ADAPTER]}
-BASELINE=${2:-model_store/models/ml1m/adapter}
+BASELINE=${2:-model_store/models/ml1m/adapter-pyes}
 D=${BINLLM_DATA:-../shared/data/ml-1m-collm}
 M=model_store/models/ml1m
 BINLLM=${BINLLM:-binllm}
