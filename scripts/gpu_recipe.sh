@@ -12,8 +12,9 @@
 # default every row), BINLLM_RECIPE_BATCH (64 prompts), BINLLM_RECIPE_OBJECTIVE (stage 2's loss: residual, the
 # LLM trained to add to the codes, its fusion shipped in binllm.json; or flip, or p_yes), BINLLM_RECIPE_LAYERS
 # (LoRA on the top 10 decoder layers; 30 = all of SmolLM2's), BINLLM_RECIPE_PATIENCE (4 validations without
-# gain stop a stage; a large value runs every epoch), OUT (results: runs/ml1m), BINLLM_RECIPE_RUN (working
-# files: $OUT/scratch).
+# gain stop a stage; a large value runs every epoch), BINLLM_RECIPE_OOF (1: stage 2's train rows read
+# out-of-fold codes, `binllm codes oof`, so the codes are not in-sample on the rows the LLM learns from; 0 = the
+# shipped codes), OUT (results: runs/ml1m), BINLLM_RECIPE_RUN (working files: $OUT/scratch).
 set -euo pipefail
 BUNDLE=${BINLLM_BUNDLE:-bundle}
 OUT=${OUT:-runs/ml1m}
@@ -47,6 +48,14 @@ if [ -z "$BASE" ]; then  # the SmolLM2 GGUF from the cache (the bundle's copy, o
     BASE=$("$PY" -c 'from model_store.llm.models import ensure_smollm2; print(ensure_smollm2())')
 fi
 step "base $BASE"
+OOF=()
+if [ "${BINLLM_RECIPE_OOF:-1}" != 0 ]; then  # stage 2's train rows read codes of models that never saw them
+    [ -f "$RUN/oof-codes/folds.json" ] || "${BINLLM[@]}" codes oof --codes "$CODES" \
+        --train "$DATA/train_ood2.jsonl.gz" --valid "$DATA/valid_small_ood2.jsonl.gz" --out "$RUN/oof-codes" \
+        > "$OUT/oof_codes.json"
+    step "out-of-fold codes: $(cat "$OUT/oof_codes.json" 2>/dev/null || echo reused)"
+    OOF=(--oof-codes "$RUN/oof-codes")
+fi
 BOX=()
 [ -z "${BINLLM_RECIPE_TUNE_S:-}" ] || BOX=(timeout "$BINLLM_RECIPE_TUNE_S")
 set +e
@@ -59,7 +68,7 @@ set +e
     --lr 1e-3 --lora-r 16 --lora-alpha 32 --lora-top-layers "${BINLLM_RECIPE_LAYERS:-10}" \
     --target-modules q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj \
     --layout serving --code-mode hex --unknown-codes learned --unknown-item-share 0.35 --no-progress \
-    > "$OUT/tune.log" 2>&1
+    "${OOF[@]}" > "$OUT/tune.log" 2>&1
 TUNED=$?
 set -e
 tail -n 5 "$OUT/tune.log"

@@ -1,9 +1,12 @@
-"""`binllm codes train|eval`: learn BinMF codes from a split, and score any split with stored codes only.
+"""`binllm codes train|eval|oof`: learn BinMF codes from a split, score any split with stored codes only, and
+make out-of-fold codes of the train rows for residual tuning.
 
     binllm codes train --train ../shared/data/ml-1m-collm/train_ood2.jsonl.gz \
         --valid ../shared/data/ml-1m-collm/valid_small_ood2.jsonl.gz --out artifacts/codes
     binllm codes eval --codes artifacts/codes --split ../shared/data/ml-1m-collm/valid_ood2.jsonl.gz \
         --report artifacts/reports/codes --train ../shared/data/ml-1m-collm/train_ood2.jsonl.gz
+    binllm codes oof --codes artifacts/codes --train ../shared/data/ml-1m-collm/train_ood2.jsonl.gz \
+        --valid ../shared/data/ml-1m-collm/valid_small_ood2.jsonl.gz --out artifacts/codes-oof
 
 torch is imported inside `train` only, so `eval` (and `binllm --help`) work without the ML extras.
 """
@@ -157,3 +160,42 @@ def eval_command(
         )
         typer.echo(f"report written to {report}", err=True)
     typer.echo(json.dumps(metrics))
+
+
+@codes_app.command("oof")
+def oof_command(
+    codes: Annotated[
+        Path, typer.Option("--codes", help="The served codes (`binllm codes train`): their config and bits.")
+    ],
+    train: Annotated[Path, typer.Option("--train", help="The train split those codes were fitted on.")],
+    valid: Annotated[
+        Path, typer.Option("--valid", help="Split used for early stopping, as in `binllm codes train`.")
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Directory for fold<k>/ codes and folds.json.")],
+    folds: Annotated[int, typer.Option(min=2, help="Folds of train rows; one codes model per fold.")] = 5,
+    seed: Annotated[int, typer.Option(help="Seed of the fold draw.")] = 0,
+) -> None:
+    """Out-of-fold codes for tuning on --train: each row gets the codes of a model that never saw it, with the
+    bits aligned to --codes (`model_store/codes/out_of_fold.py`). `binllm llm tune --oof-codes OUT` reads them.
+
+    Every fold model trains with the configuration --codes was trained with (its config.json). Prints one JSON
+    line: the codes' AUC on the train rows in-sample and out of fold, and the bits each fold shares with --codes.
+    """
+    from model_store.codes.out_of_fold import fit_out_of_fold, write_out_of_fold
+    from model_store.codes.train import fit
+
+    config_path = codes / "config.json"
+    if not config_path.is_file():
+        raise typer.BadParameter(f"{config_path} not found: --codes must be a `binllm codes train` directory")
+    try:
+        config = CodesTrainConfig.model_validate(json.loads(config_path.read_text())["config"])
+    except (KeyError, ValueError) as exc:
+        raise typer.BadParameter(f"{config_path} holds no codes training config: {exc}") from exc
+    reference = load_codes(codes)
+    train_data = Interactions.from_table(read_split(train))
+    valid_data = Interactions.from_table(read_split(valid))
+    result = fit_out_of_fold(
+        lambda rows: fit(config, rows, valid_data).codebook, train_data, reference, folds=folds, seed=seed
+    )
+    write_out_of_fold(result, out)
+    typer.echo(json.dumps(result.metrics))

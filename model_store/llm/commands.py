@@ -202,6 +202,14 @@ def tune_command(
         Path | None,
         typer.Option("--init-adapter", help="Start from this adapter's LoRA weights (same LoRA shape)."),
     ] = None,
+    oof_codes: Annotated[
+        Path | None,
+        typer.Option(
+            "--oof-codes",
+            help="Out-of-fold codes of --train (`binllm codes oof`): stage 2's train rows read the codes of a "
+            "model that never saw them, in the prompt and the residual's skip; valid rows keep --codes.",
+        ),
+    ] = None,
     objective: Annotated[
         str | None,
         typer.Option(
@@ -277,6 +285,7 @@ def tune_command(
         "unknown_item_share": unknown_item_share,
         "train_lora_with_projector": train_lora_with_projector,
         "init_adapter": str(init_adapter) if init_adapter is not None else None,
+        "oof_codes": str(oof_codes) if oof_codes is not None else None,
         "objective": objective,
         "llm_weight_init": llm_weight_init,
         "precision": precision,

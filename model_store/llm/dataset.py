@@ -52,6 +52,13 @@ class CodeLookup(Protocol):
     def unknown_item_code(self) -> int: ...
 
 
+class RowCodes(Protocol):
+    """Codes chosen per split row (`model_store.codes.out_of_fold.OutOfFoldCodes`): the train rows of residual
+    tuning read the codes of a model that never saw them."""
+
+    def for_row(self, row: int) -> CodeLookup: ...
+
+
 @dataclass(frozen=True)
 class PromptSet:
     """Prompts with their labels and user ids (UAUC groups by user), in one order.
@@ -130,6 +137,7 @@ def build_prompts(
     sample_groups: bool = False,
     unknown_item_share: float = 0.0,
     features: CollabFeatures | None = None,
+    codes_of_row: RowCodes | None = None,
 ) -> PromptSet:
     """Render every (kept) row of a split as a prompt: with codes where `codes` knows both ids, else text-only.
 
@@ -139,6 +147,8 @@ def build_prompts(
     seeded share of rows, so tuning sees the code every cold item gets online. The style's encoding
     'embeddings' (CoLLM) needs `features` from the same codes directory: each side's embedding is written where
     its code would be, and a side without a code gets the unknown embedding or the text-only wording alike.
+    `codes_of_row` (with `codes`, which still sets the style) takes each row's codes from the codebook it names for
+    that row of `table` (out-of-fold codes), in the prompt and in `PromptSet.row_codes` alike.
     """
     style = style_for(codes, style)
     if unknown_item_share and style.unknown_codes != "learned":
@@ -146,6 +156,8 @@ def build_prompts(
     if codes is not None and style.encoding == "embeddings" and features is None:
         raise ValueError("encoding 'embeddings' needs the codes directory's features (CollabFeatures)")
     embeds = features if codes is not None and style.encoding == "embeddings" else None
+    if codes_of_row is not None and (codes is None or embeds is not None):
+        raise ValueError("per-row codes need `codes` and the 'codes' encoding (text codes)")
     if sample_groups and max_samples is not None:
         heads = table.select(["uid", "his_title"]).to_pydict()
         keys = [
@@ -164,8 +176,9 @@ def build_prompts(
     for row, (uid, iid, history, title) in enumerate(
         zip(columns["uid"], columns["iid"], columns["his_title"], columns["title"], strict=True)
     ):
-        user_code = codes.user_code(uid) if codes is not None else None
-        item_code = codes.item_code(iid) if codes is not None and not hide_item[row] else None
+        book = codes_of_row.for_row(int(keep[row])) if codes_of_row is not None else codes
+        user_code = book.user_code(uid) if book is not None else None
+        item_code = book.item_code(iid) if book is not None and not hide_item[row] else None
         row_codes.append((user_code, item_code))
         user_embedding = item_embedding = None
         if embeds is not None:
@@ -174,8 +187,9 @@ def build_prompts(
         if codes is not None and (user_code is None or item_code is None):
             n_cold += 1
             if style.unknown_codes == "learned":
-                user_code = fill_unknown(user_code, codes.unknown_user_code, style)
-                item_code = fill_unknown(item_code, codes.unknown_item_code, style)
+                assert book is not None
+                user_code = fill_unknown(user_code, book.unknown_user_code, style)
+                item_code = fill_unknown(item_code, book.unknown_item_code, style)
                 if embeds is not None:
                     user_embedding = fill_unknown(user_embedding, embeds.unknown_user_embedding, style)
                     item_embedding = fill_unknown(item_embedding, embeds.unknown_item_embedding, style)

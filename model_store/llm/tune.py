@@ -20,11 +20,13 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 
 from model_store.codes.codebook import load_codes
 from model_store.codes.features import CollabFeatures
+from model_store.codes.out_of_fold import OutOfFoldCodes, load_out_of_fold
 from model_store.contract.fusion import CodeScore, ScoreFusion
 from model_store.data.io import read_split
 from model_store.llm.answer import find_answer_tokens
@@ -180,6 +182,7 @@ def _tune(
     model = attach_lora(base, config)
     answer = find_answer_tokens(tokenizer)
     train_table, valid_table = read_split(config.train), read_split(config.valid)
+    train_row_codes = out_of_fold_codes(config, codes, train_table)
     state, optimizer_from = resume_point(config, model, main_out)
     head = resumed_head(config, state, main_out)
     if soft:
@@ -198,10 +201,11 @@ def _tune(
                 sample_groups=config.share_prefixes,
                 unknown_item_share=hidden if stage_codes is not None else 0.0,
                 features=features if stage_codes is not None else None,
+                codes_of_row=per_row if stage_codes is not None else None,
             )
-            for table, limit, hidden in (
-                (train_table, config.max_train_samples, config.unknown_item_share),
-                (valid_table, config.max_valid_samples, 0.0),
+            for table, limit, hidden, per_row in (
+                (train_table, config.max_train_samples, config.unknown_item_share, train_row_codes),
+                (valid_table, config.max_valid_samples, 0.0, None),
             )
         )
         if soft and stage == 2 and not config.train_lora_with_projector:
@@ -215,6 +219,25 @@ def _tune(
         optimizer_from = None
         state = state.next_stage()
     return finish(config, model, state, world=ranks.world, fusion=fusion_of(head, code_score, config))
+
+
+def out_of_fold_codes(
+    config: TuneConfig, codes: CodeLookup | None, train_table: pa.Table
+) -> OutOfFoldCodes | None:
+    """The `--oof-codes` of this very train split, aligned to these very codes, or None without the option."""
+    if config.oof_codes is None:
+        return None
+    folds = load_out_of_fold(config.oof_codes)
+    folds.check_split(train_table)
+    reference = folds.metrics.get("reference_version")
+    if codes is None or reference != codes.version:
+        raise ValueError(
+            f"--oof-codes were aligned to codes {reference}, not to --codes "
+            f"{codes.version if codes is not None else None}: rerun `binllm codes oof --codes` on them"
+        )
+    if config.prompt_style.encoding != "codes":
+        raise ValueError("--oof-codes need the 'codes' encoding (text codes)")
+    return folds
 
 
 def attach_projector(

@@ -88,6 +88,13 @@ class TuneConfig(BaseModel):
     init_adapter: str | None = Field(
         default=None, description="Adapter dir whose LoRA weights start the run (same r, modules, layers)."
     )
+    oof_codes: str | None = Field(
+        default=None,
+        description="Out-of-fold codes of the train split (`binllm codes oof`, aligned to --codes): stage 2's "
+        "train rows read the codes of a model that never saw them, in the prompt and in the residual's skip "
+        "connection, so the LLM learns what the codes miss on new rows rather than on rows they were fitted "
+        "to. Valid rows keep --codes.",
+    )
     objective: Literal["p_yes", "residual", "flip"] = Field(
         default="p_yes",
         description="Stage-2 loss. 'p_yes': BCE on the Yes/No margin (the papers'). 'residual': BCE on "
@@ -133,6 +140,8 @@ class TuneConfig(BaseModel):
             raise ValueError(f"stages must be (1,), (2,) or (1, 2), got {self.stages}")
         if 2 in self.stages and self.codes is None:
             raise ValueError("stage 2 needs --codes")
+        if self.oof_codes is not None and 2 not in self.stages:
+            raise ValueError("--oof-codes are codes of stage 2's train rows; stage 2 is not run")
         if self.objective != "p_yes" and 2 not in self.stages:
             raise ValueError(f"objective {self.objective!r} trains stage 2 (the codes' skip connection)")
         return self
