@@ -80,10 +80,9 @@ def bit_alignment(book: CodeBook, reference: CodeBook) -> tuple[np.ndarray, np.n
     return source, signs
 
 
-def align_bits(book: CodeBook, reference: CodeBook) -> CodeBook:
-    """`book` with its bits permuted and flipped onto `reference`'s (`bit_alignment`): the same scores, the
-    reference's bit meanings."""
-    source, signs = bit_alignment(book, reference)
+def reorder_bits(book: CodeBook, source: np.ndarray, signs: np.ndarray) -> CodeBook:
+    """`book` with bit j taken from its bit `source[j]` times `signs[j]`, in every code (unknown ones too): the
+    same model, scores unchanged, written in another bit order and sign."""
 
     def moved(codes: np.ndarray) -> np.ndarray:
         return pack_signs(unpack_signs(np.asarray(codes, dtype=np.uint64), book.bits)[:, source] * signs)
@@ -100,6 +99,12 @@ def align_bits(book: CodeBook, reference: CodeBook) -> CodeBook:
         scale=book.scale,
         bias=book.bias,
     )
+
+
+def align_bits(book: CodeBook, reference: CodeBook) -> CodeBook:
+    """`book` with its bits permuted and flipped onto `reference`'s (`bit_alignment`): the same scores, the
+    reference's bit meanings."""
+    return reorder_bits(book, *bit_alignment(book, reference))
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 from typer.testing import CliRunner
 
-from model_store.codes.codebook import CodeBook, load_codes, pack_signs, unpack_signs
+from model_store.codes.codebook import CodeBook, load_codes, pack_signs
 from model_store.codes.commands import codes_app
 from model_store.codes.config import CodesTrainConfig
 from model_store.codes.evaluation import Interactions
@@ -19,6 +19,7 @@ from model_store.codes.out_of_fold import (
     assign_folds,
     fit_out_of_fold,
     load_out_of_fold,
+    reorder_bits,
     write_out_of_fold,
 )
 from model_store.codes.train import fit
@@ -47,30 +48,12 @@ def _book(seed: int, bits: int = 8) -> CodeBook:
     )
 
 
-def _shuffled_bits(book: CodeBook, order: np.ndarray, flips: np.ndarray) -> CodeBook:
-    """The same model written in another bit order and sign: what a second fit of BinMF looks like."""
-
-    def moved(codes: np.ndarray) -> np.ndarray:
-        return pack_signs(unpack_signs(np.asarray(codes, dtype=np.uint64), book.bits)[:, order] * flips)
-
-    unknown = moved(np.array([book.unknown_user_code, book.unknown_item_code], dtype=np.uint64))
-    return CodeBook(
-        bits=book.bits,
-        user_ids=book.user_ids,
-        user_codes=moved(book.user_codes),
-        item_ids=book.item_ids,
-        item_codes=moved(book.item_codes),
-        unknown_user_code=int(unknown[0]),
-        unknown_item_code=int(unknown[1]),
-        scale=book.scale,
-        bias=book.bias,
-    )
-
-
 def test_alignment_undoes_a_permutation_and_flip_of_the_bits_and_keeps_the_scores() -> None:
     reference = _book(0)
     rng = np.random.default_rng(1)
-    scrambled = _shuffled_bits(reference, rng.permutation(8), rng.choice([-1.0, 1.0], size=8))
+    scrambled = reorder_bits(
+        reference, rng.permutation(8), rng.choice([-1.0, 1.0], size=8)
+    )  # another fit's order
     assert not np.array_equal(scrambled.item_codes, reference.item_codes)
     aligned = align_bits(scrambled, reference)
     assert np.array_equal(aligned.user_codes, reference.user_codes)
