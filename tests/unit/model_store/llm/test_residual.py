@@ -13,10 +13,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from model_store.codes.codebook import CodeBook
+from model_store.codes.evaluation import Interactions
+from model_store.codes.out_of_fold import OutOfFoldCodes, fingerprint, write_out_of_fold
 from model_store.contract.fusion import ScoreFusion, sigmoid
 from model_store.data.io import read_split
 from model_store.llm.answer import find_answer_tokens
-from model_store.llm.dataset import build_prompts
+from model_store.llm.dataset import PromptSet, build_prompts
 from model_store.llm.fusion_head import FusionHead, residual_loss
 from model_store.llm.models import load_causal_lm
 from model_store.llm.trainer import StageTrainer, validation_metrics
@@ -150,3 +153,61 @@ def test_a_stored_trunk_is_read_back_not_recomputed(tiny_llama, tmp_path, monkey
         assert torch.equal(again.rests[row], tensor)
     with pytest.raises(AssertionError, match="recomputed"):  # another tag (model, dtype): another trunk
         trunk_store.cached_trunk(model, groups, 0, 1, 8, store=tmp_path / "s", tag="other", part_groups=2)
+
+
+def _rule_codebook(uids: list[int], iids: list[int], item_mask: int = 0) -> CodeBook:
+    """`RuleCodes` as a real codebook of these ids (item codes XOR `item_mask`), with its weak code score."""
+    rule, users, items = RuleCodes(), np.unique(uids), np.unique(iids)
+    item_codes = [(rule.item_code(int(i)) or 0) ^ item_mask for i in items]
+    return CodeBook(
+        bits=32,
+        user_ids=users.astype(np.int64),
+        user_codes=np.array([rule.user_code(int(u)) for u in users], dtype=np.uint64),
+        item_ids=items.astype(np.int64),
+        item_codes=np.array(item_codes, dtype=np.uint64),
+        unknown_user_code=0,
+        unknown_item_code=0,
+        scale=0.01,
+        bias=0.0,
+    )
+
+
+def test_oof_codes_reach_the_train_prompts_and_the_skip_of_a_residual_tune(
+    tiny_llama_dir, tmp_path, monkeypatch
+):
+    """`--oof-codes`: train rows of the other fold are prompted with that fold's codes, valid rows with --codes."""
+    import model_store.llm.tune as tune_module
+
+    train, valid = _splits(tmp_path, title_rule=False, n_train=32)
+    train_table, valid_table = read_split(train), read_split(valid)
+    ids = {
+        side: train_table.column(side).to_pylist() + valid_table.column(side).to_pylist()
+        for side in ("uid", "iid")
+    }
+    served = _rule_codebook(ids["uid"], ids["iid"])
+    other = _rule_codebook(ids["uid"], ids["iid"], item_mask=0x0000FFFF)
+    fold_of_row = np.arange(train_table.num_rows) % 2
+    folds = OutOfFoldCodes(
+        [served, other], fold_of_row, fingerprint(Interactions.from_table(train_table)),
+        {"folds": 2, "reference_version": served.version},
+    )  # fmt: skip
+    write_out_of_fold(folds, tmp_path / "oof")
+    built: list[PromptSet] = []
+
+    def recording(*args: object, **kwargs: object) -> PromptSet:
+        built.append(build_prompts(*args, **kwargs))  # type: ignore[arg-type]
+        return built[-1]
+
+    monkeypatch.setattr(tune_module, "build_prompts", recording)
+    config = _config(
+        tiny_llama_dir, train, valid, tmp_path / "out", stages=(2,), codes="x", objective="residual",
+        epochs=1, precision="fp32", oof_codes=str(tmp_path / "oof"),
+    )  # fmt: skip
+    card = tune(config, codes=served)
+    train_set, valid_set = built
+    assert train_set.row_codes is not None and valid_set.row_codes is not None
+    assert train_set.rows is not None and {int(fold_of_row[row]) for row in train_set.rows} == {0, 1}
+    for (_, item_code), row, iid in zip(train_set.row_codes, train_set.rows, train_set.iids, strict=True):
+        assert item_code == (other if fold_of_row[row] else served).item_code(iid)
+    assert [code for _, code in valid_set.row_codes] == [served.item_code(i) for i in valid_set.iids]
+    assert card.fusion is not None and card.fusion.codes == served.code_score()
