@@ -118,6 +118,12 @@ class CodeBook:
         pos = int(find_ids(self.item_ids, np.array([iid], dtype=np.int64))[0])
         return int(self.item_codes[pos]) if pos >= 0 else None
 
+    def codes_of(self, user_ids: np.ndarray, item_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(user codes, item codes), each (N,) uint64: the stored code of each id, the unknown code elsewhere."""
+        users = self._lookup(self.user_ids, self.user_codes, self.unknown_user_code, user_ids)[0]
+        items = self._lookup(self.item_ids, self.item_codes, self.unknown_item_code, item_ids)[0]
+        return users, items
+
     def score(self, user_ids: np.ndarray, item_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Click probabilities (N,) from codes alone, and a (N,) mask of rows with an unknown user or item."""
         users = self._lookup(self.user_ids, self.user_codes, self.unknown_user_code, user_ids)  # (N,), (N,)

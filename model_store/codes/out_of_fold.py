@@ -31,7 +31,7 @@ import pyarrow as pa
 from scipy.optimize import linear_sum_assignment
 from sklearn.metrics import roc_auc_score
 
-from model_store.codes.codebook import CodeBook, find_ids, load_codes, pack_signs, unpack_signs, write_codes
+from model_store.codes.codebook import CodeBook, load_codes, pack_signs, unpack_signs, write_codes
 from model_store.codes.evaluation import Interactions
 from model_store.errors import DataFormatError
 
@@ -55,14 +55,7 @@ def fingerprint(data: Interactions) -> str:
 
 def _signs_of(book: CodeBook, user_ids: np.ndarray, item_ids: np.ndarray) -> np.ndarray:
     """[U + I, bits] +-1: the book's codes of these ids (its unknown codes where it lacks one)."""
-    codes = []
-    for ids, known, table, unknown in (
-        (user_ids, book.user_ids, book.user_codes, book.unknown_user_code),
-        (item_ids, book.item_ids, book.item_codes, book.unknown_item_code),
-    ):
-        pos = find_ids(known, ids)
-        codes.append(np.where(pos < 0, np.uint64(unknown), table[np.maximum(pos, 0)]).astype(np.uint64))
-    return unpack_signs(np.concatenate(codes), book.bits).astype(np.float64)
+    return unpack_signs(np.concatenate(book.codes_of(user_ids, item_ids)), book.bits).astype(np.float64)
 
 
 def bit_alignment(book: CodeBook, reference: CodeBook) -> tuple[np.ndarray, np.ndarray]:
@@ -143,6 +136,8 @@ def fit_out_of_fold(
     fold_of_row = assign_folds(train.labels.size, folds, seed)
     books, out_of_fold = [], np.zeros(train.labels.size)
     agreement = []
+    ids = (reference.user_ids, reference.item_ids)
+    reference_signs = _signs_of(reference, *ids)  # [M, bits]
     for fold in range(folds):
         kept = fold_of_row != fold
         book = align_bits(
@@ -151,8 +146,7 @@ def fit_out_of_fold(
         books.append(book)
         held = ~kept
         out_of_fold[held] = book.score(train.user_ids[held], train.item_ids[held])[0]
-        ids = (reference.user_ids, reference.item_ids)
-        agreement.append(float((_signs_of(book, *ids) == _signs_of(reference, *ids)).mean()))
+        agreement.append(float((_signs_of(book, *ids) == reference_signs).mean()))
     in_sample = reference.score(train.user_ids, train.item_ids)[0]
     metrics = {
         "folds": folds,
