@@ -10,6 +10,7 @@ says how fast it goes and when the stage will end.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 from tqdm.auto import tqdm
@@ -21,29 +22,45 @@ class _Steps(Protocol):
 
 
 class ThroughputLog:
-    """Counts prompts between log lines; the rate is measured since this process started the stage."""
+    """Counts prompts between log lines; the rate is measured from the end of this process's first step.
 
-    def __init__(self, total_steps: int, every: int, *, label: str) -> None:
+    The first step of a process pays one-time costs: the frozen trunk over every train row (hours on a CPU,
+    or a read from `--trunk-cache-dir`), thread pools, kernels. Counted in, they would make the rate read
+    ~0.1 prompts/s and the ETA hundreds of hours right after the trunk; so the clock starts when that step
+    ends, and the first step's prompts are not counted. Later validations stay in: every stage pays them
+    again, so the ETA should too.
+    """
+
+    def __init__(
+        self, total_steps: int, every: int, *, label: str, clock: Callable[[], float] = time.perf_counter
+    ) -> None:
         self.total_steps, self.every, self.label = total_steps, every, label
-        self.started = time.perf_counter()
-        self.prompts = 0
+        self.clock = clock
+        self.started: float | None = None  # end of this process's first step
+        self.prompts = 0  # prompts of the steps since then
         self.steps = 0
 
     def step(self, state: _Steps, prompts: int) -> None:
         """Record one optimizer step of `prompts` prompts; print a line every `every` steps."""
-        self.prompts += prompts
-        self.steps += 1
+        if self.started is None:
+            self.started = self.clock()
+        else:
+            self.prompts += prompts
+            self.steps += 1
         if not self.every or state.optimizer_steps % self.every:
             return
-        elapsed = time.perf_counter() - self.started
-        rate = self.prompts / elapsed if elapsed > 0 else 0.0
-        seconds_per_step = elapsed / self.steps
-        left = max(0, self.total_steps - state.optimizer_steps) * seconds_per_step
-        recent = state.losses[-self.every :]
-        tqdm.write(
-            f"{self.label} step {state.optimizer_steps}/{self.total_steps}: {rate:.2f} prompts/s, "
-            f"loss {sum(recent) / len(recent):.4f} (last {len(recent)} steps), ETA {format_duration(left)}"
-        )
+        tqdm.write(self.line(state))
+
+    def line(self, state: _Steps) -> str:
+        """The log line for `state`: rate and ETA once a step has been timed, the recent loss always."""
+        recent = state.losses[-self.every :] if self.every else state.losses[-1:]
+        loss = f"loss {sum(recent) / len(recent):.4f} (last {len(recent)} steps)" if recent else "no loss yet"
+        head = f"{self.label} step {state.optimizer_steps}/{self.total_steps}"
+        elapsed = self.clock() - self.started if self.started is not None else 0.0
+        if not self.steps or elapsed <= 0:
+            return f"{head}: {loss}, rate and ETA after the next step (the first pays one-time costs)"
+        left = max(0, self.total_steps - state.optimizer_steps) * elapsed / self.steps
+        return f"{head}: {self.prompts / elapsed:.2f} prompts/s, {loss}, ETA {format_duration(left)}"
 
 
 def format_duration(seconds: float) -> str:
