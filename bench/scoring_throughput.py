@@ -15,7 +15,7 @@ configuration's GFLOP/s is set against this CPU's peak for its dtype, from the v
 
     python bench/scoring_throughput.py [--model DIR] [--threads 2] [--dtypes float32,bfloat16,int8]
 
-`int8` is the int8 engine (`model_store.llm.int8`: the decoder's linear layers with dynamic int8 weights, the
+`int8` is the int8 engine (`model_store.llm.int8`: the decoder's linear layers in int8, activations per token, the
 engine for CPUs without native bf16), run on a quantized copy of the fp32 model. `--isa avx2` reruns the
 command with every kernel library capped at AVX2 (`model_store.llm.isa`): this CPU measured as an AVX2-only one.
 

@@ -280,7 +280,7 @@ def test_int8_engine_quantizes_the_decoder_linears_only_and_scores_close_to_fp32
 ) -> None:
     import torch
 
-    from model_store.llm.int8 import is_int8
+    from model_store.llm.int8 import Int8Linear, is_int8
 
     groups = [('#Question: A user liked "Heat". Will they enjoy ', ['"Ran"? #Answer:', '"Up"? #Answer:'])]
     fp32_scorer = load_prompt_scorer(tiny_llama_dir, dtype="float32")
@@ -289,14 +289,16 @@ def test_int8_engine_quantizes_the_decoder_linears_only_and_scores_close_to_fp32
     model = scorer.model  # type: ignore[attr-defined]
     assert is_int8(model) and not is_int8(fp32_scorer.model)  # type: ignore[attr-defined]
     assert scorer.engine == "torch-int8"  # type: ignore[attr-defined]  # as /readyz names it
-    quantized = {name for name, m in model.named_modules() if type(m).__module__.startswith("torch.ao")}
+    quantized = {name for name, m in model.named_modules() if isinstance(m, Int8Linear)}
     assert quantized and all(".layers." in name for name in quantized)  # not the LM head
+    assert not any(type(m) is torch.nn.Linear for name, m in model.named_modules() if ".layers." in name)
     assert isinstance(model.get_output_embeddings(), torch.nn.Linear)
     int8 = scorer.score_groups(groups)[0]
     assert int8 == pytest.approx(fp32, abs=0.05) and int8 != fp32  # close, yet computed in int8
     whole = scorer.score_prompts([prefix + s for prefix, suffixes in groups for s in suffixes])  # type: ignore[attr-defined]
-    # activations are quantized per batch, so sharing the prefix (other batches) moves a score a little
-    assert whole == pytest.approx(int8, abs=0.05)
+    # one scale per token: a row's numbers do not depend on the batch, so sharing the prefix changes only
+    # the float rounding of other shapes, as in fp32
+    assert whole == pytest.approx(int8, abs=1e-5)
 
 
 def test_the_local_scorer_defaults_to_auto_and_says_which_engine_runs(tiny_llama_dir: Path) -> None:
