@@ -76,7 +76,7 @@ class LocalSettings(BaseModel):
         default="auto",
         description="What runs the weights. auto = bf16 where the hardware multiplies it natively (CUDA, CPUs "
         "with AVX512-BF16 or AMX), else fp32 (emulated bf16 is slower than fp32); int8 = the decoder's linear "
-        "layers with dynamic int8 weights (CPU only, for CPUs without native bf16). What bf16 and int8 do to "
+        "layers in int8, activations quantized per token (CPU only, for CPUs without native bf16). What bf16 and int8 do to "
         "AUC/UAUC is measured by bench/bf16_quality.py (paired bootstrap on ML-1M valid, README). The Yes/No "
         "margin and sigmoid stay fp32 either way.",
     )

@@ -82,7 +82,7 @@ def _served_dtype(dtype: str | None) -> str:
 
 DTYPE_HELP = (
     "What runs the weights: 'auto' (bf16 on CUDA and on CPUs with AVX512-BF16/AMX, else fp32), 'float32', "
-    "'bfloat16' or 'int8' (dynamic int8 linear layers, CPU); default: the embedded service's "
+    "'bfloat16' or 'int8' (int8 linear layers, per-token activations, CPU); default: the embedded service's "
     "(BINLLM_LOCAL__DTYPE), so the scores are what /predict returns."
 )
 

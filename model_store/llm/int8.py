@@ -9,9 +9,9 @@ the int32 result is scaled back to fp32 by the row's and the channel's scale.
 
 Why one scale per token: torch's dynamic quantization (`quantize_dynamic`, measured here before) sets one
 activation scale per batch, so the few large activations small LLMs have in some rows coarsen every other
-row of the batch, and a row's score moved with the rows it was batched with; it moved P(Yes) ~2-4x further
-from fp32 than per-token scales do, and ran slower on AVX2 (README: the int8 engine). With a scale per
-token, a row's result does not depend on the rest of the batch at all.
+row of the batch, and a row's score moved with the rows it was batched with; it moved P(Yes) ~3x further
+from fp32 than per-token scales do (README: the int8 engine). With a scale per token, a row's result does
+not depend on the rest of the batch at all.
 
 The model stays an ordinary `transformers` module, so prefix sharing, the KV cache and CoLLM's soft tokens
 work unchanged; everything but the decoder's linear layers stays fp32: the token embeddings, the norms,
