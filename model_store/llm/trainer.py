@@ -460,7 +460,8 @@ def trunk_tag(config: TuneConfig, bf16: bool) -> str:
             if weights.is_file()
             else config.init_adapter
         )
-    return f"{config.base_model}|{start}|{'bf16' if bf16 else 'fp32'}"
+    # "eval": computed without dropout; trunks kept before that (one draw of a frozen LoRA's dropout) are stale
+    return f"{config.base_model}|{start}|{'bf16' if bf16 else 'fp32'}|eval"
 
 
 def code_inputs(data: PromptSet, code_score: CodeScore) -> tuple[torch.Tensor, torch.Tensor]:

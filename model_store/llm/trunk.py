@@ -43,8 +43,29 @@ def frozen_layers(model: torch.nn.Module) -> int:
 def compute_trunk(
     model: torch.nn.Module, groups: Sequence[PrefixGroup], pad_id: int, start: int, batch_size: int
 ) -> TrunkStates:
-    """Runs layers [0, start) once over `groups` and keeps their output for every prefix and row."""
+    """Runs layers [0, start) once over `groups` and keeps their output for every prefix and row.
+
+    In eval mode, whatever mode the model is in: the trunk is the frozen layers' deterministic output, so a
+    dropout there (there should be none: `tune.freeze_lora_dropout`) must not be drawn once and kept.
+    """
     device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    try:
+        return _trunk_states(model, groups, pad_id, start, batch_size, device)
+    finally:
+        model.train(was_training)
+
+
+def _trunk_states(
+    model: torch.nn.Module,
+    groups: Sequence[PrefixGroup],
+    pad_id: int,
+    start: int,
+    batch_size: int,
+    device: torch.device,
+) -> TrunkStates:
+    """`compute_trunk`'s loop, the model already in eval mode and gradients off."""
     decoder: Any = model.get_decoder()  # type: ignore[operator]
     prefixes: dict[tuple[int, ...], torch.Tensor] = {}
     rests: dict[int, torch.Tensor] = {}

@@ -23,6 +23,7 @@ from typing import Any
 import pyarrow as pa
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
+from peft.tuners.lora import LoraLayer
 
 from model_store.codes.codebook import load_codes
 from model_store.codes.features import CollabFeatures
@@ -94,7 +95,22 @@ def attach_lora(model: torch.nn.Module, config: TuneConfig) -> PeftModel:
             layer = decoder_layer_of(name)
             if parameter.requires_grad and layer is not None and layer not in trained:
                 parameter.requires_grad_(False)
+        freeze_lora_dropout(peft_model, trained)
     return peft_model
+
+
+def freeze_lora_dropout(model: PeftModel, trained: list[int]) -> None:
+    """No LoRA dropout in the decoder layers outside `trained`: their LoRA is a fixed part of the model.
+
+    Dropout regularises weights being learned. On a frozen LoRA, in train mode, it only adds noise to every
+    step's input of the layers above; worse, the cached trunk (`model_store.llm.trunk`) computed in train mode
+    would keep one draw of that noise for the whole run, and validate on inputs the exported model never sees.
+    """
+    for name, module in model.named_modules():
+        layer = decoder_layer_of(f"{name}.")
+        if isinstance(module, LoraLayer) and layer is not None and layer not in trained:
+            for adapter in list(module.lora_dropout.keys()):
+                module.lora_dropout[adapter] = torch.nn.Identity()
 
 
 def decoder_layer_of(parameter_name: str) -> int | None:

@@ -132,6 +132,53 @@ def test_train_top_layers_keeps_the_lower_lora_as_started_and_caches_it_in_the_t
     assert len(list(store.glob("trunk-*/part-*.pt"))) == 2  # train and valid, layer 0 with its frozen LoRA
 
 
+def test_a_frozen_lora_draws_no_dropout_and_the_trunk_is_the_same_in_train_mode(tiny_llama_dir, tmp_path):
+    from model_store.llm.grouped import make_group
+    from model_store.llm.trunk import compute_trunk
+
+    train, valid = _splits(tmp_path, title_rule=True, n_train=16)
+    config = _config(
+        tiny_llama_dir,
+        train,
+        valid,
+        tmp_path / "out",
+        lora_dropout=0.5,
+        lora_top_layers=2,
+        train_top_layers=1,
+    )
+    base, tokenizer = load_causal_lm(tiny_llama_dir, dtype=torch.float32, device="cpu")
+    model = attach_lora(base, config)
+    dropouts = {
+        name: type(module.lora_dropout["default"]).__name__
+        for name, module in model.named_modules()
+        if hasattr(module, "lora_dropout")
+    }
+    assert dropouts and all(
+        kind == ("Identity" if ".layers.0." in name else "Dropout") for name, kind in dropouts.items()
+    )
+
+    data = build_prompts(read_split(train))
+    token_ids = [list(ids) for ids in tokenizer(data.prompts)["input_ids"]]
+    groups = [make_group(token_ids, [row]) for row in range(len(data))]
+    torch.manual_seed(0)
+    for name, parameter in model.named_parameters():
+        if "lora_B" in name:  # B = 0 (a fresh LoRA) would hide any dropout
+            torch.nn.init.normal_(parameter, std=0.5)
+    for module in model.modules():  # put a dropout back in the frozen layer (another base model's, say)
+        if hasattr(module, "lora_dropout") and isinstance(module.lora_dropout["default"], torch.nn.Identity):
+            module.lora_dropout["default"] = torch.nn.Dropout(0.5)
+    model.train()
+    ids = torch.tensor([token_ids[0]])
+    with torch.no_grad():  # the dropout is really there in train mode
+        assert not torch.equal(model(input_ids=ids).logits, model(input_ids=ids).logits)
+    first, again = (compute_trunk(model, groups, 0, 1, 8) for _ in range(2))
+    assert model.training  # the caller's mode is given back
+    model.eval()
+    reference = compute_trunk(model, groups, 0, 1, 8)
+    for row, states in reference.rests.items():
+        assert torch.equal(first.rests[row], states) and torch.equal(again.rests[row], states)
+
+
 def test_a_stored_trunk_is_read_back_not_recomputed(tiny_llama, tmp_path, monkeypatch):
     import model_store.llm.trunk_store as trunk_store
     from model_store.llm.grouped import make_group
