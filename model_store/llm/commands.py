@@ -6,6 +6,7 @@
     binllm llm eval --model artifacts/llm/merged --codes artifacts/codes \\
         --split ../shared/data/ml-1m-collm/valid_ood2.jsonl.gz --report artifacts/reports/llm
     binllm llm export --adapter artifacts/llm/adapter --out artifacts/llm/merged
+    binllm llm compare artifacts/reports/llm artifacts/reports/llm-new
 
 Each command builds its config from the options, and user-fixable problems exit with status 2 (see cli.py).
 """
@@ -350,7 +351,7 @@ def eval_command(
         typer.Option(
             "--report",
             help="Also write roc.png, calibration.png and summary.md (all / warm / cold rows) of the served "
-            "scores into this directory.",
+            "scores into this directory, and scores.csv (one line per row) for `binllm llm compare`.",
         ),
     ] = None,
     train: Annotated[
@@ -410,6 +411,7 @@ def _write_eval_report(
     beside the codes alone on the same rows when the codes can score (a codes directory)."""
     from model_store.metrics import describe_warm_rule
     from model_store.report import warm_rows, write_report
+    from model_store.row_scores import SCORES_FILENAME, write_row_scores
 
     data = scored.data
     try:
@@ -439,7 +441,41 @@ def _write_eval_report(
             "warm rows": describe_warm_rule(str(train.resolve()) if train is not None else None),
         },
     )
+    write_row_scores(
+        out_dir / SCORES_FILENAME,
+        user_ids=data.uids,
+        item_ids=data.iids,
+        labels=data.labels,
+        score=scored.score,
+        p_yes=scored.p_yes,
+        codes_alone=scored.codes_alone,
+    )
     typer.echo(f"report written to {out_dir}", err=True)
+
+
+@llm_app.command("compare")
+def compare_command(
+    baseline: Annotated[
+        Path, typer.Argument(help="The baseline's `llm eval --report` directory (or its scores.csv).")
+    ],
+    candidate: Annotated[
+        Path, typer.Argument(help="The candidate's, from the same split and the same --max-samples/--seed.")
+    ],
+    resamples: Annotated[int, typer.Option("--resamples", min=1)] = 1000,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+) -> None:
+    """Is the candidate's served score really better than the baseline's? Print one JSON line: both models'
+    AUC / UAUC / logloss on the same rows and candidate - baseline with a paired bootstrap 95% interval
+    (users resampled, both models together), the evidence a model switch needs."""
+    from model_store.row_scores import compare_row_scores, read_row_scores
+
+    try:
+        result = compare_row_scores(
+            read_row_scores(baseline), read_row_scores(candidate), resamples=resamples, seed=seed
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    typer.echo(json.dumps(result, sort_keys=True))
 
 
 @llm_app.command("blend")

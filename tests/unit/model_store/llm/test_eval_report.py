@@ -12,7 +12,9 @@ from typer.testing import CliRunner
 from model_store.codes.codebook import CodeBook, write_codes
 from model_store.data.io import rows_to_table, write_split
 from model_store.llm.commands import llm_app
+from model_store.metrics import auc
 from model_store.report import CALIBRATION_FILENAME, ROC_FILENAME, SUMMARY_FILENAME
+from model_store.row_scores import read_row_scores
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -92,3 +94,34 @@ def test_llm_eval_report_tables_the_codes_alone_beside_the_served_score(
     assert _row(summary, "all, codes alone")[1] == str(metrics["codes_only"]["n"]) == "12"
     assert _row(summary, "warm, codes alone")[1] == "8" and _row(summary, "cold, codes alone")[1] == "4"
     assert "LLM (p_yes)" in summary
+    rows = read_row_scores(tmp_path / "r")  # one line per scored row, the figures of the JSON line
+    assert len(rows.labels) == metrics["n"] == 12
+    assert auc(rows.labels, rows.score) == pytest.approx(metrics["auc"])
+    assert auc(rows.labels, rows.codes_alone) == pytest.approx(metrics["codes_only"]["auc"])
+
+
+def test_llm_compare_pairs_two_reports_of_the_same_rows_and_refuses_others(
+    tiny_llama_dir: Path, tmp_path: Path
+) -> None:
+    split = _split(tmp_path / "valid.parquet", (1, 2, 7), (10, 11, 12, 13))
+    other = _split(tmp_path / "other.parquet", (1, 2), (10, 11, 12, 13))
+    for name, rows in (("a", split), ("b", split), ("c", other)):
+        args = ["eval", "--model", str(tiny_llama_dir), "--split", str(rows), "--no-progress"]
+        result = CliRunner().invoke(llm_app, [*args, "--report", str(tmp_path / name)])
+        assert result.exit_code == 0, result.output
+
+    result = CliRunner().invoke(llm_app, ["compare", str(tmp_path / "a"), str(tmp_path / "b" / "scores.csv")])
+    assert result.exit_code == 0, result.output
+    compared = json.loads(result.stdout.strip().splitlines()[-1])
+    assert compared["n"] == 12 and compared["a"]["auc"] == pytest.approx(compared["b"]["auc"])
+    assert compared["b_minus_a"]["auc"]["diff"] == pytest.approx(0.0, abs=1e-6)  # the same model twice
+
+    result = CliRunner().invoke(llm_app, ["compare", str(tmp_path / "a"), str(tmp_path / "c")])
+    assert result.exit_code == 2 and "12 and 8 rows" in _unboxed(result.output)
+    result = CliRunner().invoke(llm_app, ["compare", str(tmp_path / "a"), str(tmp_path / "missing")])
+    assert result.exit_code == 2 and "does not exist" in _unboxed(result.output)
+
+
+def _unboxed(output: str) -> str:
+    """An error panel's words on one line: rich wraps them inside a box."""
+    return " ".join(output.replace("│", " ").split())
