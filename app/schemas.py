@@ -54,7 +54,9 @@ class ItemScore(BaseModel):
         ge=0.0,
         le=1.0,
         description="The LLM's plain P(Yes); equals `score` when `score_kind` is 'p_yes'; null when the LLM "
-        "did not score this item.",
+        "did not score this item. Under a 'blend' it is only the LLM's part of the score (a model tuned with "
+        "the residual objective learns what its codes miss, so its P(Yes) alone is no click probability): "
+        "rank and calibrate by `score`.",
     )
     score_kind: ScoreKind = Field(
         description="'p_yes' or 'blend': the LLM scored this item (as the response's `score_kind`); 'codes': "
