@@ -132,6 +132,12 @@ def tune_command(
     patience: Annotated[
         int | None, typer.Option("--patience", help="Validations without AUC gain before stopping.")
     ] = None,
+    select: Annotated[
+        str | None,
+        typer.Option(
+            "--select", help="'best' (highest validation AUC) or 'last' (end of the schedule) weights."
+        ),
+    ] = None,
     max_train_samples: Annotated[
         int | None, typer.Option("--max-train-samples", help="Seeded train subsample.")
     ] = None,
@@ -273,6 +279,7 @@ def tune_command(
         "eval_batch_size": eval_batch_size,
         "eval_every": eval_every,
         "patience": patience,
+        "select": select,
         "max_train_samples": max_train_samples,
         "max_valid_samples": max_valid_samples,
         "lora_r": lora_r,

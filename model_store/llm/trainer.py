@@ -287,11 +287,17 @@ class StageTrainer:
         stopped = False
         while state.epoch < self.config.epochs and not stopped:
             stopped = self._epoch(state)
-        if self.best_dir.is_dir():
+        if self.config.select == "best" and self.best_dir.is_dir():
             load_adapter_weights(self.model, self.best_dir)
             for sidecar in self.sidecars:
                 sidecar.load(self.best_dir)
-        state.stage_results[f"stage{self.stage}"] = {"best_auc": state.best_auc, "evals": state.evals}
+        last_auc = state.evals[-1]["auc"] if state.evals else None
+        state.stage_results[f"stage{self.stage}"] = {
+            "best_auc": state.best_auc,
+            "last_auc": last_auc,
+            "selected": self.config.select,
+            "evals": state.evals,
+        }
         state.stage_done = True
         self._checkpoint(state)
         return state

@@ -343,7 +343,11 @@ def finish(
         with_codes=last_stage == 2,
         code_version=config.code_version if last_stage == 2 else None,
         stages=config.stages,
-        metrics={"valid_auc": best.get("best_auc"), "objective": config.objective},
+        metrics={
+            "valid_auc": best.get("best_auc" if config.select == "best" else "last_auc"),
+            "objective": config.objective,
+            "selected": config.select,
+        },
         fusion=fusion,
     )
     write_json(final_dir / ADAPTER_CARD_FILENAME, card.model_dump(mode="json"))

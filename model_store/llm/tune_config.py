@@ -41,6 +41,13 @@ class TuneConfig(BaseModel):
     max_valid_samples: int | None = Field(default=None, ge=1, description="Seeded subsample of valid rows.")
     eval_every: int = Field(default=0, ge=0, description="Validate every N optimizer steps; 0 = per epoch.")
     patience: int = Field(default=2, ge=1, description="Validations without AUC gain before a stage stops.")
+    select: Literal["best", "last"] = Field(
+        default="best",
+        description="The weights a stage ends with (and the run ships): 'best', those of the validation with "
+        "the highest AUC (the papers' choice); 'last', those of the last step, where the cosine schedule has "
+        "decayed to zero. When neighbouring validations differ by less than the validation sample's noise, "
+        "'best' picks noise (and may drop most of the run's epochs); 'last' keeps all of the training.",
+    )
     lora_r: int = Field(default=8, ge=1)
     lora_alpha: int = Field(default=16, ge=1)
     lora_dropout: float = Field(default=0.05, ge=0, lt=1)

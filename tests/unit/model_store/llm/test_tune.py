@@ -293,3 +293,25 @@ def test_config_refuses_stage_two_without_codes_and_unordered_stages(tmp_path):
     assert config.target_modules == ("q_proj", "v_proj")
     with pytest.raises(ValidationError):
         config.lr = 1.0
+
+
+def test_select_last_ships_the_last_step_and_best_the_best_validation(tiny_llama_dir, tmp_path):
+    """Same seed, same steps: 'best' ends with the best validation's weights, 'last' with the final step's."""
+    train, valid = _splits(tmp_path, title_rule=True)
+    cards = {}
+    for select in ("best", "last"):
+        config = _config(
+            tiny_llama_dir, train, valid, tmp_path / select, eval_every=1, select=select, precision="fp32"
+        )
+        cards[select] = tune(config)
+    evals = json.loads((tmp_path / "last" / "metrics.json").read_text())["stages"]["stage1"]["evals"]
+    aucs = [record["auc"] for record in evals]
+    assert int(np.argmax(aucs)) < len(aucs) - 1  # the best validation came before the last step
+    best, last = (_adapter_weights(tmp_path / name / "adapter") for name in ("best", "last"))
+    assert all(
+        torch.equal(best[key], value)
+        for key, value in _adapter_weights(tmp_path / "best" / "stage1" / "best").items()
+    )
+    assert any(not torch.equal(best[key], last[key]) for key in best)
+    assert cards["best"].metrics["valid_auc"] == max(aucs) and cards["last"].metrics["valid_auc"] == aucs[-1]
+    assert cards["last"].metrics["selected"] == "last"
