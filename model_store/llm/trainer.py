@@ -291,13 +291,7 @@ class StageTrainer:
             load_adapter_weights(self.model, self.best_dir)
             for sidecar in self.sidecars:
                 sidecar.load(self.best_dir)
-        last_auc = state.evals[-1]["auc"] if state.evals else None
-        state.stage_results[f"stage{self.stage}"] = {
-            "best_auc": state.best_auc,
-            "last_auc": last_auc,
-            "selected": self.config.select,
-            "evals": state.evals,
-        }
+        state.stage_results[f"stage{self.stage}"] = {"best_auc": state.best_auc, "evals": state.evals}
         state.stage_done = True
         self._checkpoint(state)
         return state

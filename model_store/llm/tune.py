@@ -336,7 +336,9 @@ def finish(
     if soft is not None:
         soft.projector.save(final_dir)
     last_stage = config.stages[-1]
-    best = state.stage_results.get(f"stage{last_stage}", {})
+    results = state.stage_results.get(f"stage{last_stage}", {})
+    evals = results.get("evals") or []
+    last_auc = evals[-1]["auc"] if evals else None  # the last validation scored the last step's weights
     card = AdapterCard(
         base_model=config.base_model,
         prompt_style=config.prompt_style,
@@ -344,7 +346,7 @@ def finish(
         code_version=config.code_version if last_stage == 2 else None,
         stages=config.stages,
         metrics={
-            "valid_auc": best.get("best_auc" if config.select == "best" else "last_auc"),
+            "valid_auc": results.get("best_auc") if config.select == "best" else last_auc,
             "objective": config.objective,
             "selected": config.select,
         },
